@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make run` and `make test`. Each creates .venv when
+# it is missing and (re)installs the package, building the cffi extension, only when
+# the build inputs changed since the last install, so repeated runs start at once.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-
+
+.PHONY: run test bench lint clean
+
+run: $(STAMP)test
+	$(VENV)/bin/ngxffi info
+
+test: $(STAMP)test
+	$(PY) -m pytest
+
+bench: $(STAMP)bench
+	$(PY) benchmarks/run.py
+
+lint: $(STAMP)lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# One stamp per extra (test, bench, lint): installing one never hides another.
+$(STAMP)%: $(PY) pyproject.toml setup.py build_ffi.py
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$*]'
+	@touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info ngxffi/_ngx.* ngxffi/*.so

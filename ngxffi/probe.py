@@ -1,0 +1,74 @@
+"""What this kernel and this build support, found by trying, as nginx does at start-up.
+
+Each probe makes its own short-lived kernel objects and closes them; none raises for a
+missing feature (that is the answer), only for an unexpected failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ngxffi import os
+from ngxffi._ngx import ffi, lib
+
+
+def epoll_rdhup() -> bool:
+    """Whether epoll reports EPOLLRDHUP when the peer closes.
+
+    Imitates ngx_epoll_test_rdhup (src/event/modules/ngx_epoll_module.c): register one
+    end of a socketpair edge-triggered for EPOLLIN|EPOLLRDHUP, close the other end and
+    look at what comes back. Differs: uses a throw-away epoll instance of its own.
+    """
+    ep = os.epoll_create1()
+    a, b = os.socketpair()
+    try:
+        os.epoll_ctl(ep, lib.EPOLL_CTL_ADD, a, lib.EPOLLET | lib.EPOLLIN | lib.EPOLLRDHUP)
+        os.close(b)
+        b = -1
+        events = os.new_events(1)
+        n = os.epoll_wait(ep, events, 0)
+        return n == 1 and bool(events[0].events & lib.EPOLLRDHUP)
+    finally:
+        for fd in (a, b, ep):
+            if fd >= 0:
+                os.close(fd)
+
+
+def epoll_exclusive() -> bool:
+    """Whether EPOLLEXCLUSIVE is accepted (Linux 4.5+); older kernels say EINVAL."""
+    ep = os.epoll_create1()
+    efd = os.eventfd()
+    try:
+        os.epoll_ctl(ep, lib.EPOLL_CTL_ADD, efd, lib.EPOLLIN | lib.EPOLLEXCLUSIVE)
+        return True
+    except OSError as e:
+        if e.errno == lib.EINVAL:
+            return False
+        raise
+    finally:
+        os.close(efd)
+        os.close(ep)
+
+
+def accept4() -> bool:
+    """Whether the accept4 syscall exists: on a bad fd it says EBADF, if absent ENOSYS.
+
+    nginx finds out on its first accept instead (ngx_event_accept's ENOSYS fallback).
+    """
+    lib.accept4(-1, ffi.NULL, ffi.NULL, lib.SOCK_NONBLOCK)
+    return bool(ffi.errno != lib.ENOSYS)
+
+
+def layout(ctype: str) -> dict[str, Any]:
+    """Size, alignment and the offset (and bit position) of every field of ``ctype``."""
+    t = ffi.typeof(ctype)
+    fields = {}
+    for name, field in t.fields:
+        entry: dict[str, int] = {"offset": field.offset}
+        if field.bitsize >= 0:
+            entry["bit"] = field.bitshift
+            entry["bits"] = field.bitsize
+        else:
+            entry["size"] = ffi.sizeof(field.type)
+        fields[name] = entry
+    return {"size": ffi.sizeof(t), "align": ffi.alignof(t), "fields": fields}
