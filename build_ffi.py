@@ -13,8 +13,8 @@ Three kinds of declarations:
   because cffi calls variadic functions through libffi, several times slower;
 * ``ngx_connection_t`` and ``ngx_event_t``: the C-layout structs the event core keeps in
   its three arrays (connections, read events, write events), modelled on nginx's
-  ``src/core/ngx_connection.h`` and ``src/event/ngx_event.h``. They are ours, so the same
-  text serves as the cdef and as real C in ``set_source``.
+  ``src/core/ngx_connection.h`` and ``src/event/ngx_event.h``. They are ours, so the
+  same text serves as the cdef and as real C in ``set_source``.
 
 Run ``python build_ffi.py`` to build in place; setuptools runs it through
 ``cffi_modules`` in ``setup.py``.
@@ -22,49 +22,51 @@ Run ``python build_ffi.py`` to build in place; setuptools runs it through
 
 from cffi import FFI
 
-# Constants the compiler fills in. Grouped by the header (or man page) they come from.
-CONSTANTS: dict[str, tuple[str, ...]] = {
-    "sys/epoll.h": (
-        "EPOLLIN", "EPOLLPRI", "EPOLLOUT", "EPOLLERR", "EPOLLHUP", "EPOLLRDNORM",
-        "EPOLLRDBAND", "EPOLLWRNORM", "EPOLLWRBAND", "EPOLLMSG", "EPOLLRDHUP",
-        "EPOLLEXCLUSIVE", "EPOLLWAKEUP", "EPOLLONESHOT", "EPOLLET", "EPOLL_CLOEXEC",
-        "EPOLL_CTL_ADD", "EPOLL_CTL_DEL", "EPOLL_CTL_MOD",
-    ),
-    "sys/socket.h": (
-        "AF_UNSPEC", "AF_INET", "AF_INET6", "AF_UNIX",
-        "SOCK_STREAM", "SOCK_DGRAM", "SOCK_NONBLOCK", "SOCK_CLOEXEC",
-        "SOL_SOCKET", "SO_REUSEADDR", "SO_REUSEPORT", "SO_ERROR", "SO_RCVBUF",
-        "SO_SNDBUF", "SO_KEEPALIVE", "SO_LINGER", "SO_TYPE", "SO_ACCEPTCONN",
-        "SO_RCVLOWAT", "SOMAXCONN", "SHUT_RD", "SHUT_WR", "SHUT_RDWR",
-        "MSG_PEEK", "MSG_DONTWAIT", "MSG_NOSIGNAL", "MSG_WAITALL",
-    ),
-    "netinet/in.h, netinet/tcp.h": (
-        "IPPROTO_IP", "IPPROTO_TCP", "IPPROTO_IPV6", "IPV6_V6ONLY",
-        "TCP_NODELAY", "TCP_CORK", "TCP_DEFER_ACCEPT", "TCP_KEEPIDLE",
-        "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_FASTOPEN",
-    ),
-    "errno.h": (
-        "EPERM", "ENOENT", "ESRCH", "EINTR", "EIO", "EBADF", "ECHILD", "EAGAIN",
-        "EWOULDBLOCK", "ENOMEM", "EACCES", "EFAULT", "EBUSY", "EEXIST", "ENOTDIR",
-        "EISDIR", "EINVAL", "ENFILE", "EMFILE", "ENOSPC", "EPIPE", "ERANGE",
-        "ENAMETOOLONG", "ENOSYS", "ELOOP", "ENOTSOCK", "EOPNOTSUPP", "EADDRINUSE",
-        "EADDRNOTAVAIL", "ENETDOWN", "ENETUNREACH", "ECONNABORTED", "ECONNRESET",
-        "ENOBUFS", "EISCONN", "ENOTCONN", "ETIMEDOUT", "ECONNREFUSED", "EHOSTUNREACH",
-        "EALREADY", "EINPROGRESS",
-    ),
-    "fcntl.h": (
-        "O_RDONLY", "O_WRONLY", "O_RDWR", "O_NONBLOCK", "O_CLOEXEC", "O_APPEND",
-        "O_CREAT", "O_TRUNC", "O_EXCL", "O_NOFOLLOW", "O_DIRECTORY",
-        "F_GETFL", "F_SETFL", "F_GETFD", "F_SETFD", "F_DUPFD", "F_DUPFD_CLOEXEC",
-        "FD_CLOEXEC",
-    ),
-    "sys/eventfd.h": ("EFD_CLOEXEC", "EFD_NONBLOCK", "EFD_SEMAPHORE"),
-    "sys/resource.h": ("RLIMIT_NOFILE", "RLIMIT_CORE", "RLIM_INFINITY"),
-    "time.h": ("CLOCK_MONOTONIC", "CLOCK_REALTIME"),
-    "signal.h": (
-        "SIGHUP", "SIGINT", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGPIPE",
-        "SIGALRM", "SIGTERM", "SIGCHLD", "SIGWINCH", "SIGIO",
-    ),
+# Constants the compiler fills in, by the header that defines them.
+CONSTANTS: dict[str, str] = {
+    "sys/epoll.h": """
+        EPOLLIN EPOLLPRI EPOLLOUT EPOLLERR EPOLLHUP EPOLLRDNORM EPOLLRDBAND
+        EPOLLWRNORM EPOLLWRBAND EPOLLMSG EPOLLRDHUP EPOLLEXCLUSIVE EPOLLWAKEUP
+        EPOLLONESHOT EPOLLET EPOLL_CLOEXEC EPOLL_CTL_ADD EPOLL_CTL_DEL
+        EPOLL_CTL_MOD
+    """,
+    "sys/socket.h": """
+        AF_UNSPEC AF_INET AF_INET6 AF_UNIX SOCK_STREAM SOCK_DGRAM SOCK_NONBLOCK
+        SOCK_CLOEXEC SOL_SOCKET SO_REUSEADDR SO_REUSEPORT SO_ERROR SO_RCVBUF
+        SO_SNDBUF SO_KEEPALIVE SO_LINGER SO_TYPE SO_ACCEPTCONN SO_RCVLOWAT
+        SOMAXCONN SHUT_RD SHUT_WR SHUT_RDWR MSG_PEEK MSG_DONTWAIT MSG_NOSIGNAL
+        MSG_WAITALL
+    """,
+    "netinet/in.h, netinet/tcp.h": """
+        IPPROTO_IP IPPROTO_TCP IPPROTO_IPV6 IPV6_V6ONLY TCP_NODELAY TCP_CORK
+        TCP_DEFER_ACCEPT TCP_KEEPIDLE TCP_KEEPINTVL TCP_KEEPCNT TCP_FASTOPEN
+    """,
+    "errno.h": """
+        EPERM ENOENT ESRCH EINTR EIO EBADF ECHILD EAGAIN EWOULDBLOCK ENOMEM
+        EACCES EFAULT EBUSY EEXIST ENOTDIR EISDIR EINVAL ENFILE EMFILE ENOSPC
+        EPIPE ERANGE ENAMETOOLONG ENOSYS ELOOP ENOTSOCK EOPNOTSUPP EADDRINUSE
+        EADDRNOTAVAIL ENETDOWN ENETUNREACH ECONNABORTED ECONNRESET ENOBUFS
+        EISCONN ENOTCONN ETIMEDOUT ECONNREFUSED EHOSTUNREACH EALREADY
+        EINPROGRESS
+    """,
+    "fcntl.h": """
+        O_RDONLY O_WRONLY O_RDWR O_NONBLOCK O_CLOEXEC O_APPEND O_CREAT O_TRUNC
+        O_EXCL O_NOFOLLOW O_DIRECTORY F_GETFL F_SETFL F_GETFD F_SETFD F_DUPFD
+        F_DUPFD_CLOEXEC FD_CLOEXEC
+    """,
+    "sys/eventfd.h": """
+        EFD_CLOEXEC EFD_NONBLOCK EFD_SEMAPHORE
+    """,
+    "sys/resource.h": """
+        RLIMIT_NOFILE RLIMIT_CORE RLIM_INFINITY
+    """,
+    "time.h": """
+        CLOCK_MONOTONIC CLOCK_REALTIME
+    """,
+    "signal.h": """
+        SIGHUP SIGINT SIGQUIT SIGKILL SIGUSR1 SIGUSR2 SIGPIPE SIGALRM SIGTERM
+        SIGCHLD SIGWINCH SIGIO
+    """,
 }
 
 HEADERS = """
@@ -177,7 +179,7 @@ int ngxffi_set_cloexec(int fd, int on);
 
 FCNTL_HELPERS_SOURCE = """
 static int ngxffi_get_status_flags(int fd) { return fcntl(fd, F_GETFL); }
-static int ngxffi_set_status_flags(int fd, int flags) { return fcntl(fd, F_SETFL, flags); }
+static int ngxffi_set_status_flags(int fd, int fl) { return fcntl(fd, F_SETFL, fl); }
 static int ngxffi_get_fd_flags(int fd) { return fcntl(fd, F_GETFD); }
 
 /* ngx_nonblocking / ngx_blocking (src/os/unix/ngx_socket.c), with F_GETFL/F_SETFL
@@ -224,7 +226,7 @@ struct ngx_event_s {
 
     unsigned write:1;
     unsigned accept:1;
-    unsigned instance:1;          /* the stale-event bit, see ngx_epoll_process_events */
+    unsigned instance:1;          /* stale-event bit: ngx_epoll_process_events */
     unsigned active:1;            /* registered in the kernel */
     unsigned disabled:1;
     unsigned ready:1;
@@ -242,7 +244,7 @@ struct ngx_event_s {
     unsigned channel:1;
     unsigned cancelable:1;
 
-    int available;                /* accept: how many to take; read: bytes, -1 unknown */
+    int available;                /* accept: how many; read: bytes, -1 unknown */
     uint32_t handler;             /* index into the event core's handler table */
     uintptr_t index;              /* poll: slot in the pollfd array */
     uintptr_t timer_key;          /* ngx_current_msec + timer, compared signed */
@@ -279,7 +281,7 @@ struct ngx_connection_s {
 
 def _constant_cdef() -> str:
     return "\n".join(
-        f"#define {name} ..." for names in CONSTANTS.values() for name in names
+        f"#define {name} ..." for group in CONSTANTS.values() for name in group.split()
     )
 
 

@@ -1,4 +1,4 @@
-"""Only here because cffi has no declarative form: everything else is in pyproject.toml."""
+"""Only here because cffi has no declarative form; the rest is in pyproject.toml."""
 
 from setuptools import setup
 

@@ -21,7 +21,7 @@ import math
 import os as _os
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol, Union
+from typing import Any, Literal, Protocol, Union, overload
 
 from ngxffi import sockaddr
 from ngxffi._ngx import ffi, lib
@@ -76,7 +76,7 @@ def _retry_or_raise(call: str) -> None:
 
 
 def _remaining_ms(deadline: float | None) -> int:
-    """Milliseconds left until ``deadline`` (monotonic seconds), rounded up; -1 for none."""
+    """Milliseconds left until ``deadline`` (monotonic s), rounded up; -1 for none."""
     if deadline is None:
         return -1
     return max(0, math.ceil((deadline - time.monotonic()) * 1000))
@@ -91,7 +91,7 @@ def _deadline(timeout_ms: int) -> float | None:
 
 def epoll_create1(flags: int = lib.EPOLL_CLOEXEC) -> int:
     """Create an epoll instance (close-on-exec by default, like ``select.epoll``)."""
-    fd = lib.epoll_create1(flags)
+    fd: int = lib.epoll_create1(flags)
     if fd < 0:
         raise error("epoll_create1")
     return fd
@@ -180,14 +180,15 @@ def epoll_pwait(
 
 def socket(family: int, type: int, proto: int = 0) -> int:
     """Create a socket; add ``SOCK_NONBLOCK``/``SOCK_CLOEXEC`` to ``type`` as wanted."""
-    fd = lib.socket(family, type, proto)
+    fd: int = lib.socket(family, type, proto)
     if fd < 0:
         raise error("socket")
     return fd
 
 
 def socketpair(
-    family: int = lib.AF_UNIX, type: int = lib.SOCK_STREAM | lib.SOCK_CLOEXEC,
+    family: int = lib.AF_UNIX,
+    type: int = lib.SOCK_STREAM | lib.SOCK_CLOEXEC,
     proto: int = 0,
 ) -> tuple[int, int]:
     """A connected pair of sockets (close-on-exec by default)."""
@@ -267,6 +268,12 @@ def setsockopt(fd: FileLike, level: int, option: int, value: int | Buffer) -> No
         raise error("setsockopt")
 
 
+@overload
+def getsockopt(
+    fd: FileLike, level: int, option: int, buflen: Literal[0] = 0
+) -> int: ...
+@overload
+def getsockopt(fd: FileLike, level: int, option: int, buflen: int) -> int | bytes: ...
 def getsockopt(fd: FileLike, level: int, option: int, buflen: int = 0) -> int | bytes:
     """Get a socket option: an int when ``buflen`` is 0, else up to ``buflen`` bytes."""
     size = ffi.sizeof("int") if buflen == 0 else buflen
@@ -276,7 +283,7 @@ def getsockopt(fd: FileLike, level: int, option: int, buflen: int = 0) -> int | 
         raise error("getsockopt")
     if buflen == 0:
         return int(ffi.cast("int *", buf)[0])
-    return ffi.unpack(buf, length[0])
+    return bytes(ffi.unpack(buf, length[0]))
 
 
 def _name(call: str, fn: Any, fd: FileLike) -> sockaddr.Address:
@@ -304,14 +311,14 @@ def recv(fd: FileLike, bufsize: int, flags: int = 0) -> bytes:
     while True:
         r = lib.recv(fd, buf, bufsize, flags)
         if r >= 0:
-            return ffi.unpack(buf, r)
+            return bytes(ffi.unpack(buf, r))
         _retry_or_raise("recv")
 
 
 def recv_into(fd: FileLike, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> int:
     """Receive into a writable buffer without allocating; return the byte count."""
     fd = fileno(fd)
-    buf = ffi.from_buffer(buffer, require_writable=True)
+    buf = _pin(buffer, writable=True)
     n = len(buf) if nbytes == 0 else min(nbytes, len(buf))
     while True:
         r: int = lib.recv(fd, buf, n, flags)
@@ -347,7 +354,7 @@ def read(fd: FileLike, n: int) -> bytes:
     while True:
         r = lib.read(fd, buf, n)
         if r >= 0:
-            return ffi.unpack(buf, r)
+            return bytes(ffi.unpack(buf, r))
         _retry_or_raise("read")
 
 
@@ -362,11 +369,21 @@ def write(fd: FileLike, data: Buffer) -> int:
         _retry_or_raise("write")
 
 
+def _pin(buffer: Buffer, writable: bool) -> Any:
+    """cffi's view of a buffer, with the stdlib's TypeError for a read-only one."""
+    try:
+        return ffi.from_buffer(buffer, require_writable=writable)
+    except BufferError:
+        raise TypeError(
+            f"a writable buffer is required, not {type(buffer).__name__}"
+        ) from None
+
+
 def _iovec(buffers: Sequence[Buffer], writable: bool) -> tuple[Any, list[Any]]:
     """An ``struct iovec[]`` over ``buffers`` and the cdata keeping them pinned."""
     iov = ffi.new("struct iovec[]", len(buffers))
-    pins = [ffi.from_buffer(b, require_writable=writable) for b in buffers]
-    for slot, pin in zip(iov, pins):
+    pins = [_pin(b, writable) for b in buffers]
+    for slot, pin in zip(iov, pins, strict=True):
         slot.iov_base = pin
         slot.iov_len = len(pin)
     return iov, pins
@@ -415,7 +432,7 @@ def close(fd: FileLike) -> None:
 def dup(fd: FileLike) -> int:
     """A new descriptor for the same open file description (see the dup trap in the
     README: epoll registrations follow the description, not the number)."""
-    new = lib.dup(fileno(fd))
+    new: int = lib.dup(fileno(fd))
     if new < 0:
         raise error("dup")
     return new
@@ -431,7 +448,7 @@ def pipe2(flags: int = lib.O_CLOEXEC) -> tuple[int, int]:
 
 def eventfd(initval: int = 0, flags: int = lib.EFD_CLOEXEC) -> int:
     """An eventfd counter (close-on-exec by default, like ``os.eventfd``)."""
-    fd = lib.eventfd(initval, flags)
+    fd: int = lib.eventfd(initval, flags)
     if fd < 0:
         raise error("eventfd")
     return fd

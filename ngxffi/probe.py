@@ -22,7 +22,9 @@ def epoll_rdhup() -> bool:
     ep = os.epoll_create1()
     a, b = os.socketpair()
     try:
-        os.epoll_ctl(ep, lib.EPOLL_CTL_ADD, a, lib.EPOLLET | lib.EPOLLIN | lib.EPOLLRDHUP)
+        os.epoll_ctl(
+            ep, lib.EPOLL_CTL_ADD, a, lib.EPOLLET | lib.EPOLLIN | lib.EPOLLRDHUP
+        )
         os.close(b)
         b = -1
         events = os.new_events(1)

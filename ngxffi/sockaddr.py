@@ -39,7 +39,7 @@ def _host_bytes(family: int, host: str) -> bytes:
     infos = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)
     if not infos:
         raise OSError(f"cannot resolve {host!r}")
-    return socket.inet_pton(family, infos[0][4][0])
+    return socket.inet_pton(family, str(infos[0][4][0]))
 
 
 def _check_port(port: object) -> int:
@@ -91,7 +91,7 @@ def encode(family: int, address: Address) -> tuple[Any, int]:
 
 
 def decode(sa: Any, length: int) -> Address:
-    """Turn a kernel-filled ``struct sockaddr *`` of ``length`` bytes into Python's form."""
+    """Python's form of a kernel-filled ``struct sockaddr *`` of ``length`` bytes."""
     family = sa.sa_family
     if family == lib.AF_INET:
         sin = ffi.cast("struct sockaddr_in *", sa)

@@ -70,8 +70,9 @@ def format_text(report: dict[str, Any]) -> str:
     for name, s in report["structs"].items():
         lines.append(f"  {name}: size {s['size']}, align {s['align']}")
         fields = " ".join(_field_text(n, f) for n, f in s["fields"].items())
-        lines.append(textwrap.fill(fields, 88, initial_indent="    ",
-                                   subsequent_indent="    "))
+        lines.append(
+            textwrap.fill(fields, 88, initial_indent="    ", subsequent_indent="    ")
+        )
     return "\n".join(lines)
 
 

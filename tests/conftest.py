@@ -1,0 +1,63 @@
+"""Shared fixtures: real kernel objects, closed after each test."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from ngxffi import lib
+from ngxffi import os as nos
+
+
+@pytest.fixture
+def fds() -> Iterator[list[int]]:
+    """A list to append descriptors to; whatever is still open at the end is closed."""
+    opened: list[int] = []
+    yield opened
+    for fd in opened:
+        with contextlib.suppress(OSError):  # the test may have closed it itself
+            nos.close(fd)
+
+
+@pytest.fixture
+def ep(fds: list[int]) -> int:
+    """A fresh epoll instance."""
+    fd = nos.epoll_create1()
+    fds.append(fd)
+    return fd
+
+
+@pytest.fixture
+def pair(fds: list[int]) -> tuple[int, int]:
+    """A connected, non-blocking AF_UNIX stream socketpair."""
+    a, b = nos.socketpair(type=lib.SOCK_STREAM | lib.SOCK_NONBLOCK | lib.SOCK_CLOEXEC)
+    fds += [a, b]
+    return a, b
+
+
+@pytest.fixture
+def listener(fds: list[int]) -> tuple[int, tuple[str, int]]:
+    """A non-blocking TCP listener on 127.0.0.1 and its address."""
+    fd = nos.socket(lib.AF_INET, lib.SOCK_STREAM | lib.SOCK_NONBLOCK | lib.SOCK_CLOEXEC)
+    fds.append(fd)
+    nos.setsockopt(fd, lib.SOL_SOCKET, lib.SO_REUSEADDR, 1)
+    nos.bind(fd, ("127.0.0.1", 0))
+    nos.listen(fd)
+    address = nos.getsockname(fd)
+    assert isinstance(address, tuple)
+    return fd, (address[0], address[1])
+
+
+@pytest.fixture
+def connect(fds: list[int]) -> Callable[[tuple[str, int]], int]:
+    """Connect a blocking TCP client to an address; return its fd."""
+
+    def _connect(address: tuple[str, int]) -> int:
+        fd = nos.socket(lib.AF_INET, lib.SOCK_STREAM | lib.SOCK_CLOEXEC)
+        fds.append(fd)
+        nos.connect(fd, address)
+        return fd
+
+    return _connect

@@ -1,0 +1,103 @@
+"""The ngxffi command, run as a real process the way users run it."""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ngxffi
+from ngxffi import ffi
+
+NGXFFI = shutil.which("ngxffi", path=str(Path(sys.executable).parent))
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ngxffi", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_the_console_script_is_installed_next_to_python() -> None:
+    assert NGXFFI is not None
+    out = subprocess.run(
+        [NGXFFI, "--version"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"ngxffi {ngxffi.__version__}"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["info", "--help"]])
+def test_help(args: list[str]) -> None:
+    out = run(*args)
+    assert out.returncode == 0
+    assert "usage: ngxffi" in out.stdout
+
+
+def test_no_command_prints_help_and_fails() -> None:
+    out = run()
+    assert out.returncode == 2
+    assert "info" in out.stdout
+
+
+def test_unknown_command_is_an_error() -> None:
+    out = run("frobnicate")
+    assert out.returncode == 2
+    assert "invalid choice" in out.stderr
+
+
+def test_info_json_reports_layout_features_and_limits() -> None:
+    out = run("info", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    epoll_event = report["structs"]["struct epoll_event"]
+    assert epoll_event["size"] == ffi.sizeof("struct epoll_event")
+    assert epoll_event["fields"]["data"]["offset"] == ffi.offsetof(
+        "struct epoll_event", "data"
+    )
+    event = report["structs"]["ngx_event_t"]["fields"]
+    assert event["instance"]["bits"] == 1
+    assert report["structs"]["ngx_connection_t"]["size"] == ffi.sizeof(
+        "ngx_connection_t"
+    )
+    # This machine's kernel is modern: all three are there.
+    assert report["features"] == {
+        "EPOLLRDHUP": True,
+        "EPOLLEXCLUSIVE": True,
+        "accept4": True,
+    }
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert report["RLIMIT_NOFILE"] == {"soft": soft, "hard": hard}
+    assert report["python"].endswith(".".join(map(str, sys.version_info[:3])))
+
+
+def test_info_text_names_every_section() -> None:
+    out = run("info")
+    assert out.returncode == 0, out.stderr
+    for needle in (
+        "EPOLLRDHUP",
+        "EPOLLEXCLUSIVE",
+        "accept4",
+        "RLIMIT_NOFILE",
+        "struct epoll_event: size",
+        "ngx_connection_t: size",
+        "cffi",
+    ):
+        assert needle in out.stdout
+
+
+def test_probes_leave_no_descriptor_behind() -> None:
+    before = sorted(Path("/proc/self/fd").iterdir())
+    for _ in range(3):
+        assert ngxffi.probe.epoll_rdhup() is True
+        assert ngxffi.probe.epoll_exclusive() is True
+        assert ngxffi.probe.accept4() is True
+    assert sorted(Path("/proc/self/fd").iterdir()) == before

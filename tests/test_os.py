@@ -1,0 +1,277 @@
+"""Sockets, descriptors, fcntl helpers, limits and clocks through ngxffi.os."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ngxffi import lib
+from ngxffi import os as nos
+
+Connect = Callable[[tuple[str, int]], int]
+Listener = tuple[int, tuple[str, int]]
+
+
+def is_nonblocking(fd: int) -> bool:
+    return bool(nos.get_status_flags(fd) & lib.O_NONBLOCK)
+
+
+# --- accept ---------------------------------------------------------------------
+
+
+def test_accept4_gives_a_nonblocking_cloexec_fd_and_the_peer(
+    listener: Listener, connect: Connect, fds: list[int]
+) -> None:
+    lfd, address = listener
+    client = connect(address)
+    s, peer = nos.accept4(lfd)
+    fds.append(s)
+    assert is_nonblocking(s)
+    assert nos.get_cloexec(s)
+    assert (
+        os.get_blocking(s) is False and os.get_inheritable(s) is False
+    )  # stdlib agrees
+    assert peer == nos.getsockname(client)
+    assert nos.getpeername(s) == peer
+
+
+def test_plain_accept_gives_a_blocking_inheritable_fd(
+    listener: Listener, connect: Connect, fds: list[int]
+) -> None:
+    lfd, address = listener
+    connect(address)
+    s, _ = nos.accept(lfd)
+    fds.append(s)
+    assert not is_nonblocking(s)
+    assert not nos.get_cloexec(s)
+
+
+def test_nonblocking_accept_with_nothing_pending_raises_eagain(
+    listener: Listener,
+) -> None:
+    with pytest.raises(BlockingIOError) as info:
+        nos.accept4(listener[0])
+    assert info.value.errno == lib.EAGAIN
+    assert "accept4" in str(info.value)
+
+
+# --- addresses -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("family", "host"), [(lib.AF_INET, "127.0.0.1"), (lib.AF_INET6, "::1")]
+)
+def test_bind_and_getsockname_match_the_socket_module(
+    family: int, host: str, fds: list[int]
+) -> None:
+    fd = nos.socket(family, lib.SOCK_STREAM)
+    fds.append(fd)
+    nos.bind(fd, (host, 0))
+    ours = nos.getsockname(fd)
+    with socket.socket(fileno=os.dup(fd)) as theirs:
+        assert ours == theirs.getsockname()
+
+
+def test_unix_socket_paths_and_abstract_names(tmp_path: Path, fds: list[int]) -> None:
+    path = str(tmp_path / "sock")
+    fd = nos.socket(lib.AF_UNIX, lib.SOCK_STREAM)
+    fds.append(fd)
+    nos.bind(fd, path)
+    assert nos.getsockname(fd) == path
+    abstract = b"\0ngxffi-test-%d" % os.getpid()
+    fd2 = nos.socket(lib.AF_UNIX, lib.SOCK_STREAM)
+    fds.append(fd2)
+    nos.bind(fd2, abstract)
+    assert nos.getsockname(fd2) == abstract
+
+
+def test_bad_addresses_are_clear_errors(fds: list[int]) -> None:
+    fd = nos.socket(lib.AF_INET, lib.SOCK_STREAM)
+    fds.append(fd)
+    with pytest.raises(OverflowError, match="port"):
+        nos.bind(fd, ("127.0.0.1", 70000))
+    with pytest.raises(TypeError, match="AF_INET"):
+        nos.bind(fd, "/not/an/inet/address")
+    with pytest.raises(OSError, match="too long"):
+        nos.bind(nos.socketpair()[0], "x" * 200)
+
+
+def test_bind_in_use_raises_eaddrinuse(listener: Listener, fds: list[int]) -> None:
+    fd = nos.socket(lib.AF_INET, lib.SOCK_STREAM)
+    fds.append(fd)
+    with pytest.raises(OSError) as info:
+        nos.bind(fd, listener[1])
+    assert info.value.errno == lib.EADDRINUSE
+    assert "bind" in str(info.value)
+
+
+# --- options, data -------------------------------------------------------------------
+
+
+def test_socket_options_round_trip(listener: Listener, connect: Connect) -> None:
+    client = connect(listener[1])
+    nos.setsockopt(client, lib.IPPROTO_TCP, lib.TCP_NODELAY, 1)
+    assert nos.getsockopt(client, lib.IPPROTO_TCP, lib.TCP_NODELAY) == 1
+    assert nos.getsockopt(client, lib.SOL_SOCKET, lib.SO_ERROR) == 0
+    nos.setsockopt(listener[0], lib.IPPROTO_TCP, lib.TCP_DEFER_ACCEPT, 1)
+    assert nos.getsockopt(listener[0], lib.IPPROTO_TCP, lib.TCP_DEFER_ACCEPT) > 0
+    linger = nos.getsockopt(client, lib.SOL_SOCKET, lib.SO_LINGER, 8)
+    assert isinstance(linger, bytes) and len(linger) == 8
+
+
+def test_send_recv_and_recv_into(pair: tuple[int, int]) -> None:
+    a, b = pair
+    assert nos.send(a, memoryview(b"hello world")[:5]) == 5
+    buf = bytearray(8)
+    assert nos.recv_into(b, buf, 3) == 3
+    assert bytes(buf[:3]) == b"hel"
+    assert nos.recv(b, 100) == b"lo"
+    with pytest.raises(BlockingIOError):
+        nos.recv(b, 100)
+    nos.shutdown(a, lib.SHUT_WR)
+    assert nos.recv(b, 100) == b""
+
+
+def test_readv_and_writev(pair: tuple[int, int]) -> None:
+    a, b = pair
+    assert nos.writev(a, [b"GET / ", bytearray(b"HTTP/1.1"), memoryview(b"\r\n")]) == 16
+    head, tail = bytearray(4), bytearray(32)
+    assert nos.readv(b, [head, tail]) == 16
+    assert bytes(head) + bytes(tail[:12]) == b"GET / HTTP/1.1\r\n"
+    with pytest.raises(TypeError):
+        nos.readv(b, [b"read-only"])
+
+
+def test_sendfile_from_an_offset(tmp_path: Path, pair: tuple[int, int]) -> None:
+    a, b = pair
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    with open(path, "rb") as f:
+        assert nos.sendfile(a, f, 3, 4) == 4
+        assert nos.sendfile(a, f, None, 2) == 2  # from the file position: the start
+    assert nos.recv(b, 100) == b"345601"
+
+
+def test_pipe_read_write_and_eventfd(fds: list[int]) -> None:
+    r, w = nos.pipe2(lib.O_CLOEXEC | lib.O_NONBLOCK)
+    fds += [r, w]
+    assert nos.get_cloexec(r) and is_nonblocking(w)
+    assert nos.write(w, b"abc") == 3
+    assert nos.read(r, 10) == b"abc"
+    with pytest.raises(BlockingIOError) as info:
+        nos.read(r, 10)
+    assert "read" in str(info.value)
+    efd = nos.eventfd(5, lib.EFD_CLOEXEC | lib.EFD_NONBLOCK)
+    fds.append(efd)
+    assert int.from_bytes(nos.read(efd, 8), sys.byteorder) == 5
+
+
+def test_closing_twice_raises_ebadf() -> None:
+    r, w = nos.pipe2()
+    nos.close(w)
+    nos.close(r)
+    with pytest.raises(OSError) as info:
+        nos.close(r)
+    assert info.value.errno == lib.EBADF
+    assert "close" in str(info.value)
+
+
+def test_fileno_rejects_negative_and_non_int() -> None:
+    with pytest.raises(ValueError, match="invalid file descriptor"):
+        nos.close(-1)
+
+    class Bad:
+        def fileno(self) -> str:
+            return "3"
+
+    with pytest.raises(TypeError, match="fileno"):
+        nos.close(Bad())  # type: ignore[arg-type]
+
+
+# --- fcntl ---------------------------------------------------------------------------
+
+
+def test_nonblocking_on_and_off_keeps_other_status_flags(fds: list[int]) -> None:
+    r, w = nos.pipe2()
+    fds += [r, w]
+    nos.set_status_flags(w, nos.get_status_flags(w) | lib.O_APPEND)
+    nos.set_nonblocking(w)
+    assert is_nonblocking(w) and nos.get_status_flags(w) & lib.O_APPEND
+    nos.set_nonblocking(w)  # already on: no change
+    assert is_nonblocking(w)
+    nos.set_nonblocking(w, False)
+    assert not is_nonblocking(w) and nos.get_status_flags(w) & lib.O_APPEND
+
+
+def test_cloexec_on_and_off(fds: list[int]) -> None:
+    r, w = nos.pipe2(0)
+    fds += [r, w]
+    assert not nos.get_cloexec(r)
+    nos.set_cloexec(r)
+    assert nos.get_cloexec(r)
+    nos.set_cloexec(r, False)
+    assert not nos.get_cloexec(r)
+
+
+def test_fcntl_on_a_bad_fd_names_the_call() -> None:
+    r, w = nos.pipe2()
+    nos.close(r)
+    nos.close(w)
+    with pytest.raises(OSError, match=r"fcntl\(F_GETFL\)") as info:
+        nos.get_status_flags(r)
+    assert info.value.errno == lib.EBADF
+
+
+# --- limits and clock -----------------------------------------------------------------
+
+
+def test_getrlimit_matches_the_resource_module() -> None:
+    assert nos.getrlimit(lib.RLIMIT_NOFILE) == resource.getrlimit(
+        resource.RLIMIT_NOFILE
+    )
+    assert nos.getrlimit(lib.RLIMIT_CORE) == resource.getrlimit(resource.RLIMIT_CORE)
+
+
+def test_setrlimit_in_a_child_process_limits_its_fds() -> None:
+    # In a child, so that the test process keeps its own limit.
+    code = (
+        "from ngxffi import os, lib\n"
+        "soft, hard = os.getrlimit(lib.RLIMIT_NOFILE)\n"
+        "os.setrlimit(lib.RLIMIT_NOFILE, (16, hard))\n"
+        "assert os.getrlimit(lib.RLIMIT_NOFILE) == (16, hard)\n"
+        "fds = []\n"
+        "try:\n"
+        "    while True: fds.append(os.eventfd())\n"
+        "except OSError as e:\n"
+        "    print(e.errno, len(fds) < 16, 'eventfd' in str(e))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split()
+    assert out == [str(lib.EMFILE), "True", "True"]
+
+
+def test_setrlimit_rejects_soft_above_hard() -> None:
+    _, hard = nos.getrlimit(lib.RLIMIT_NOFILE)
+    with pytest.raises(ValueError, match="exceeds"):
+        nos.setrlimit(lib.RLIMIT_NOFILE, (hard + 1, hard) if hard != -1 else (-1, 10))
+
+
+def test_monotonic_clock_agrees_with_time_monotonic() -> None:
+    before = time.monotonic_ns()
+    ours = nos.clock_gettime_ns()
+    after = time.monotonic_ns()
+    assert before <= ours <= after
+    assert abs(nos.monotonic_ms() - time.monotonic() * 1000) < 50
