@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -197,45 +198,79 @@ def test_einval_for_exclusive_with_oneshot(ep: int, pair: tuple[int, int]) -> No
 # --- signals: PEP 475 ----------------------------------------------------------------
 
 
+class Signaller:
+    """Sends SIGUSR1 to the main thread from a helper thread.
+
+    Not SIGALRM/setitimer: pytest-timeout owns those. pthread_kill aims at the main
+    thread, so that it is the main thread's syscall that the signal interrupts.
+    """
+
+    def __init__(self) -> None:
+        self.fired: list[float] = []
+        self.on_signal: Callable[[], None] = lambda: None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.fired.append(time.monotonic())
+        self.on_signal()
+
+    def start(self, interval: float, times: int = 1_000_000) -> None:
+        main = threading.main_thread().ident
+        assert main is not None
+
+        def send() -> None:
+            for _ in range(times):
+                if self._stop.wait(interval):
+                    return
+                signal.pthread_kill(main, signal.SIGUSR1)
+
+        self._thread = threading.Thread(target=send, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 @pytest.fixture
-def alarm() -> Iterator[list[float]]:
-    """SIGALRM recorded into a list; the interval timer is the test's to start."""
-    fired: list[float] = []
-    old = signal.signal(signal.SIGALRM, lambda *_: fired.append(time.monotonic()))
-    yield fired
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, old)
+def signaller() -> Iterator[Signaller]:
+    s = Signaller()
+    old = signal.signal(signal.SIGUSR1, s.handler)
+    yield s
+    s.stop()
+    signal.signal(signal.SIGUSR1, old)
 
 
 def test_eintr_is_retried_with_the_remaining_timeout(
-    ep: int, alarm: list[float]
+    ep: int, signaller: Signaller
 ) -> None:
     # A signal every 40 ms during a 300 ms wait. Retrying with the full timeout would
     # never finish; retrying with what remains ends at 300 ms.
-    signal.setitimer(signal.ITIMER_REAL, 0.04, 0.04)
+    signaller.start(0.04)
     start = time.monotonic()
     assert nos.epoll_wait(ep, nos.new_events(1), 300) == 0
     elapsed = time.monotonic() - start
-    assert len(alarm) >= 4  # the wait really was interrupted, again and again
+    assert len(signaller.fired) >= 4  # the wait really was interrupted, again and again
     assert 0.295 <= elapsed < 0.45
 
 
 def test_eintr_with_infinite_timeout_keeps_waiting_for_events(
-    ep: int, alarm: list[float], pair: tuple[int, int]
+    ep: int, signaller: Signaller, pair: tuple[int, int]
 ) -> None:
     a, b = pair
     nos.epoll_ctl(ep, ADD, a, IN)
 
-    def third_alarm_makes_a_readable(*_: object) -> None:
-        alarm.append(time.monotonic())
-        if len(alarm) == 3:
+    def third_signal_makes_a_readable() -> None:
+        if len(signaller.fired) == 3:
             nos.send(b, b"x")
 
-    signal.signal(signal.SIGALRM, third_alarm_makes_a_readable)
-    signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
+    signaller.on_signal = third_signal_makes_a_readable
+    signaller.start(0.02)
     events = nos.new_events(1)
     assert nos.epoll_wait(ep, events, -1) == 1
-    assert len(alarm) >= 3
+    assert len(signaller.fired) >= 3
     assert events[0].data.u64 == a
 
 
@@ -243,12 +278,12 @@ class Boom(Exception):
     pass
 
 
-def test_a_raising_signal_handler_propagates(ep: int, alarm: list[float]) -> None:
-    def raise_boom(*_: object) -> None:
+def test_a_raising_signal_handler_propagates(ep: int, signaller: Signaller) -> None:
+    def raise_boom() -> None:
         raise Boom
 
-    signal.signal(signal.SIGALRM, raise_boom)
-    signal.setitimer(signal.ITIMER_REAL, 0.05)
+    signaller.on_signal = raise_boom
+    signaller.start(0.05, times=1)
     start = time.monotonic()
     with pytest.raises(Boom):
         nos.epoll_wait(ep, nos.new_events(1), -1)
@@ -256,16 +291,15 @@ def test_a_raising_signal_handler_propagates(ep: int, alarm: list[float]) -> Non
 
 
 def test_epoll_pwait_blocks_the_given_signals_during_the_wait(
-    ep: int, alarm: list[float]
+    ep: int, signaller: Signaller
 ) -> None:
-    signal.setitimer(signal.ITIMER_REAL, 0.03)
+    signaller.start(0.03, times=1)
     start = time.monotonic()
-    assert nos.epoll_pwait(ep, nos.new_events(1), 150, sigmask=[signal.SIGALRM]) == 0
-    # The signal stayed pending for the whole wait and is delivered right after it.
+    assert nos.epoll_pwait(ep, nos.new_events(1), 150, sigmask=[signal.SIGUSR1]) == 0
+    # The signal stayed pending for the whole wait and was handled only after it.
     assert time.monotonic() - start >= 0.145
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    assert nos.epoll_wait(ep, nos.new_events(1), 0) == 0  # lets the handler run
-    assert len(alarm) == 1 and alarm[0] - start >= 0.145
+    signaller.stop()
+    assert len(signaller.fired) == 1 and signaller.fired[0] - start >= 0.145
 
 
 # --- the dup trap ----------------------------------------------------------------
