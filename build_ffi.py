@@ -54,6 +54,9 @@ CONSTANTS: dict[str, str] = {
         O_EXCL O_NOFOLLOW O_DIRECTORY F_GETFL F_SETFL F_GETFD F_SETFD F_DUPFD
         F_DUPFD_CLOEXEC FD_CLOEXEC
     """,
+    "poll.h": """
+        POLLIN POLLPRI POLLOUT POLLERR POLLHUP POLLNVAL
+    """,
     "sys/eventfd.h": """
         EFD_CLOEXEC EFD_NONBLOCK EFD_SEMAPHORE
     """,
@@ -72,8 +75,10 @@ CONSTANTS: dict[str, str] = {
 HEADERS = """
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include <netinet/in.h>
@@ -125,6 +130,8 @@ struct sockaddr_in6 {
 };
 struct sockaddr_un { sa_family_t sun_family; char sun_path[...]; ...; };
 struct iovec { void *iov_base; size_t iov_len; ...; };
+struct pollfd { int fd; short events; short revents; ...; };
+typedef int... nfds_t;
 struct rlimit { rlim_t rlim_cur; rlim_t rlim_max; ...; };
 struct timespec { time_t tv_sec; long tv_nsec; ...; };
 
@@ -133,6 +140,7 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event);
 int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout);
 int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout,
                 const sigset_t *sigmask);
+int poll(struct pollfd *fds, nfds_t nfds, int timeout);
 int sigemptyset(sigset_t *set);
 int sigaddset(sigset_t *set, int signum);
 
@@ -208,16 +216,11 @@ static int ngxffi_set_cloexec(int fd, int on)
 """
 
 # The event core's C layout. Field names and bitfields follow nginx's ngx_event_t and
-# ngx_connection_t; what cannot live in C (a Python handler) is an index into a table
-# the event core keeps, and pointers that nginx uses for pools and logs are left out.
+# ngx_connection_t (src/event/ngx_event.h, src/core/ngx_connection.h). What cannot live
+# in C stays on the Python proxies (ngxffi.event.Event, ngxffi.core.connection): the
+# handler, the protocol context, the posted and reusable queues (ordered dicts there).
 # The same text is compiled and cdef'd, so cffi sees exactly the compiler's layout.
 CORE_STRUCTS = """
-typedef struct ngx_queue_s ngx_queue_t;
-struct ngx_queue_s {
-    ngx_queue_t *prev;
-    ngx_queue_t *next;
-};
-
 typedef struct ngx_event_s ngx_event_t;
 typedef struct ngx_connection_s ngx_connection_t;
 
@@ -245,24 +248,21 @@ struct ngx_event_s {
     unsigned cancelable:1;
 
     int available;                /* accept: how many; read: bytes, -1 unknown */
-    uint32_t handler;             /* index into the event core's handler table */
     uintptr_t index;              /* poll: slot in the pollfd array */
     uintptr_t timer_key;          /* ngx_current_msec + timer, compared signed */
-    ngx_queue_t queue;            /* link in a posted queue */
 };
 
 struct ngx_connection_s {
-    void *data;                   /* next free connection, or protocol context */
+    void *data;                   /* next free connection while free */
     ngx_event_t *read;
     ngx_event_t *write;
     int fd;
     socklen_t socklen;
-    void *listening;
     struct sockaddr *sockaddr;
     off_t sent;
     uintptr_t number;             /* global accept counter */
     uintptr_t requests;
-    ngx_queue_t queue;            /* link in the reusable queue */
+    uint32_t generation;          /* ngxffi: bumped by every get_connection */
 
     unsigned log_error:3;
     unsigned timedout:1;
@@ -276,6 +276,281 @@ struct ngx_connection_s {
     unsigned tcp_nodelay:2;
     unsigned tcp_nopush:2;
 };
+
+/* What the C helpers below need of ngx_cycle_t. */
+typedef struct {
+    ngx_connection_t *connections;
+    ngx_event_t *read_events;
+    ngx_event_t *write_events;
+    uintptr_t connection_n;
+    ngx_connection_t *free_connections;
+    uintptr_t free_connection_n;
+    ngx_connection_t *notify;     /* a static connection outside the pool, or NULL */
+    int strong_tags;              /* generation in the tag's high 16 bits */
+    uint64_t invalid_events;      /* kernel events whose tag was not ours */
+} ngxffi_cycle_t;
+"""
+
+# The event core's hot paths, in C because they touch every event of a batch or zero
+# whole structs; the logic follows the nginx functions named in each comment.
+EVENT_CORE_CDEF = """
+#define NGXFFI_INVALID_INDEX ...
+#define NGXFFI_TAG_ADDRESS_BITS ...
+#define NGXFFI_ACCEPT_QUEUE ...
+#define NGXFFI_NONE ...
+#define NGXFFI_DISPATCHED ...
+#define NGXFFI_POSTED ...
+#define NGXFFI_STALE_CLOSED ...
+#define NGXFFI_STALE_REUSED ...
+#define NGXFFI_INVALID ...
+
+void ngxffi_init_connections(ngxffi_cycle_t *cy);
+intptr_t ngxffi_get_connection(ngxffi_cycle_t *cy, int fd);
+void ngxffi_free_connection(ngxffi_cycle_t *cy, uintptr_t slot);
+uint64_t ngxffi_tag(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
+                    unsigned instance);
+intptr_t ngxffi_tag_slot(const ngxffi_cycle_t *cy, uint64_t tag);
+int ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op, ngx_connection_t *c,
+                     uint32_t events, unsigned instance);
+int ngxffi_epoll_decide(ngxffi_cycle_t *cy, const struct epoll_event *list, int n,
+                        int from, int post, int32_t *out, int32_t *out_half,
+                        uint8_t *verdicts);
+int ngxffi_poll_ready(const struct pollfd *list, int n, int32_t *out);
+"""
+
+EVENT_CORE_SOURCE = """
+#define NGXFFI_INVALID_INDEX     0xd0d0d0d0      /* NGX_INVALID_INDEX */
+#define NGXFFI_TAG_ADDRESS_BITS  48              /* strong tags: generation above */
+#define NGXFFI_ACCEPT_QUEUE      (1 << 30)       /* decide: post to the accept queue */
+
+enum {                                            /* per half-event verdicts */
+    NGXFFI_NONE, NGXFFI_DISPATCHED, NGXFFI_POSTED, NGXFFI_STALE_CLOSED,
+    NGXFFI_STALE_REUSED, NGXFFI_INVALID
+};
+
+/* ngx_event_process_init: every slot free, fd -1, both events closed, read
+   instance 1; the free list runs c[0] -> c[1] -> ... so c[0] is taken first. */
+static void ngxffi_init_connections(ngxffi_cycle_t *cy)
+{
+    ngx_connection_t *next = NULL;
+    uintptr_t i = cy->connection_n;
+
+    do {
+        i--;
+        cy->read_events[i].closed = 1;
+        cy->read_events[i].instance = 1;
+        cy->write_events[i].closed = 1;
+        cy->connections[i].data = next;
+        cy->connections[i].read = &cy->read_events[i];
+        cy->connections[i].write = &cy->write_events[i];
+        cy->connections[i].fd = -1;
+        next = &cy->connections[i];
+    } while (i);
+
+    cy->free_connections = next;
+    cy->free_connection_n = cy->connection_n;
+}
+
+/* ngx_get_connection, without the drain and the files[] bookkeeping (done by the
+   caller): pop the free list, zero the connection and both events, flip the instance
+   bit on both. Returns the slot, or -1 when the pool is empty. */
+static intptr_t ngxffi_get_connection(ngxffi_cycle_t *cy, int fd)
+{
+    ngx_connection_t *c = cy->free_connections;
+    ngx_event_t *rev, *wev;
+    unsigned instance;
+    uint32_t generation;
+
+    if (c == NULL) return -1;
+
+    cy->free_connections = c->data;
+    cy->free_connection_n--;
+
+    rev = c->read;
+    wev = c->write;
+    generation = c->generation + 1;
+    memset(c, 0, sizeof(ngx_connection_t));
+    c->read = rev;
+    c->write = wev;
+    c->fd = fd;
+    c->generation = generation;
+
+    instance = rev->instance;
+    memset(rev, 0, sizeof(ngx_event_t));
+    memset(wev, 0, sizeof(ngx_event_t));
+    rev->instance = !instance;
+    wev->instance = !instance;
+    rev->index = NGXFFI_INVALID_INDEX;
+    wev->index = NGXFFI_INVALID_INDEX;
+    rev->data = c;
+    wev->data = c;
+    wev->write = 1;
+
+    return c - cy->connections;
+}
+
+/* ngx_free_connection: push on the free list (LIFO); fd and instance untouched. */
+static void ngxffi_free_connection(ngxffi_cycle_t *cy, uintptr_t slot)
+{
+    ngx_connection_t *c = &cy->connections[slot];
+
+    c->data = cy->free_connections;
+    cy->free_connections = c;
+    cy->free_connection_n++;
+}
+
+/* (uintptr_t) c | instance, as ngx_epoll_add_event writes it into data.ptr; strong
+   tags add the connection's generation in the bits above the user address space. */
+static uint64_t ngxffi_tag(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
+                           unsigned instance)
+{
+    uint64_t tag = (uint64_t) (uintptr_t) c | (instance & 1);
+
+    if (cy->strong_tags) {
+        tag |= (uint64_t) (c->generation & 0xffff) << NGXFFI_TAG_ADDRESS_BITS;
+    }
+    return tag;
+}
+
+/* The connection a tag names, or NULL: the address must be one of this cycle's slots
+   (exactly, not inside one) or its static notify connection. This is what nginx does
+   not check; a NULL here means the value is never dereferenced. */
+static ngx_connection_t *ngxffi_decode(const ngxffi_cycle_t *cy, uint64_t tag,
+                                       intptr_t *slot)
+{
+    uint64_t mask = cy->strong_tags
+                    ? (((uint64_t) 1 << NGXFFI_TAG_ADDRESS_BITS) - 2) : ~(uint64_t) 1;
+    uintptr_t addr = (uintptr_t) (tag & mask);
+    uintptr_t base = (uintptr_t) cy->connections;
+    uintptr_t offset = addr - base;
+
+    if (addr >= base && offset < cy->connection_n * sizeof(ngx_connection_t)
+        && offset % sizeof(ngx_connection_t) == 0)
+    {
+        *slot = (intptr_t) (offset / sizeof(ngx_connection_t));
+        return (ngx_connection_t *) addr;
+    }
+    if (cy->notify != NULL && addr == (uintptr_t) cy->notify) {
+        *slot = (intptr_t) cy->connection_n;
+        return cy->notify;
+    }
+    return NULL;
+}
+
+static intptr_t ngxffi_tag_slot(const ngxffi_cycle_t *cy, uint64_t tag)
+{
+    intptr_t slot = -1;
+    ngxffi_decode(cy, tag, &slot);
+    return slot;
+}
+
+static int ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op,
+                            ngx_connection_t *c, uint32_t events, unsigned instance)
+{
+    struct epoll_event ee;
+
+    ee.events = events;
+    ee.data.u64 = (op == EPOLL_CTL_DEL) ? 0 : ngxffi_tag(cy, c, instance);
+    return epoll_ctl(ep, op, c->fd, &ee);
+}
+
+/* The stale test of ngx_epoll_process_events: closed (fd -1) or closed and reused
+   (instance flipped; with strong tags, also a different generation). */
+static int ngxffi_stale(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
+                        const ngx_event_t *ev, unsigned instance, uint64_t tag)
+{
+    if (c->fd == -1) return NGXFFI_STALE_CLOSED;
+    if (ev->instance != instance) return NGXFFI_STALE_REUSED;
+    if (cy->strong_tags
+        && (c->generation & 0xffff) != (uint32_t) (tag >> NGXFFI_TAG_ADDRESS_BITS))
+    {
+        return NGXFFI_STALE_REUSED;
+    }
+    return 0;
+}
+
+/* The body of ngx_epoll_process_events' loop for half-events from..2n-1 (half-event
+   h is the read side of list[h/2] when even, its write side when odd). Marks events
+   ready as nginx does and, instead of calling handlers, appends slot*2+write to out[]
+   (with NGXFFI_ACCEPT_QUEUE for an accept event when posting) and h to out_half[].
+   The caller calls the handlers in order; when one changes the pool or the kernel
+   registrations it calls again from the next half-event, which redoes the stale
+   checks exactly where nginx does them. verdicts[h] (if not NULL) gets the verdict. */
+static int ngxffi_epoll_decide(ngxffi_cycle_t *cy, const struct epoll_event *list,
+                               int n, int from, int post, int32_t *out,
+                               int32_t *out_half, uint8_t *verdicts)
+{
+    int h, k = 0;
+
+    for (h = from; h < 2 * n; h++) {
+        int i = h >> 1, write = h & 1, verdict;
+        uint64_t tag = list[i].data.u64;
+        uint32_t revents = list[i].events;
+        unsigned instance = (unsigned) (tag & 1);
+        intptr_t slot;
+        ngx_connection_t *c = ngxffi_decode(cy, tag, &slot);
+        ngx_event_t *ev;
+
+        if (c == NULL) {
+            if (!write) cy->invalid_events++;
+            if (verdicts) verdicts[h] = NGXFFI_INVALID;
+            continue;
+        }
+
+        if (revents & (EPOLLERR|EPOLLHUP)) {
+            revents |= EPOLLIN|EPOLLOUT;
+        }
+
+        if (!write) {
+            ev = c->read;
+            verdict = ngxffi_stale(cy, c, ev, instance, tag);
+            if (verdict) {
+                /* nginx skips the whole event, write side included */
+                if (verdicts) verdicts[h] = verdicts[h + 1] = (uint8_t) verdict;
+                h++;
+                continue;
+            }
+            if (!(revents & EPOLLIN) || !ev->active) {
+                if (verdicts) verdicts[h] = NGXFFI_NONE;
+                continue;
+            }
+            if (revents & EPOLLRDHUP) ev->pending_eof = 1;
+            ev->ready = 1;
+            ev->available = -1;
+            out[k] = (int32_t) (slot * 2)
+                     | (post && ev->accept ? NGXFFI_ACCEPT_QUEUE : 0);
+
+        } else {
+            ev = c->write;
+            if (!(revents & EPOLLOUT) || !ev->active) {
+                if (verdicts) verdicts[h] = NGXFFI_NONE;
+                continue;
+            }
+            verdict = ngxffi_stale(cy, c, ev, instance, tag);
+            if (verdict) {
+                if (verdicts) verdicts[h] = (uint8_t) verdict;
+                continue;
+            }
+            ev->ready = 1;
+            out[k] = (int32_t) (slot * 2 + 1);
+        }
+
+        out_half[k++] = h;
+        if (verdicts) verdicts[h] = post ? NGXFFI_POSTED : NGXFFI_DISPATCHED;
+    }
+    return k;
+}
+
+/* The indexes of the pollfd entries with revents, for ngx_poll_process_events. */
+static int ngxffi_poll_ready(const struct pollfd *list, int n, int32_t *out)
+{
+    int i, k = 0;
+
+    for (i = 0; i < n; i++) {
+        if (list[i].revents) out[k++] = i;
+    }
+    return k;
+}
 """
 
 
@@ -286,10 +561,12 @@ def _constant_cdef() -> str:
 
 
 ffibuilder = FFI()
-ffibuilder.cdef(SYSCALLS + FCNTL_HELPERS_CDEF + CORE_STRUCTS + _constant_cdef())
+ffibuilder.cdef(
+    SYSCALLS + FCNTL_HELPERS_CDEF + CORE_STRUCTS + EVENT_CORE_CDEF + _constant_cdef()
+)
 ffibuilder.set_source(
     "ngxffi._ngx",
-    HEADERS + FCNTL_HELPERS_SOURCE + CORE_STRUCTS,
+    HEADERS + FCNTL_HELPERS_SOURCE + CORE_STRUCTS + EVENT_CORE_SOURCE,
     # cffi's own layout checks take &p->data of the packed struct; that is harmless.
     extra_compile_args=["-O2", "-Wall", "-Wno-address-of-packed-member"],
 )

@@ -1,0 +1,1 @@
+"""The core: the cycle and its connection pool, logging, time (≈ nginx's src/core)."""

@@ -1,0 +1,289 @@
+"""The cycle: one event loop's connection pool, clock, timers, queues and event module.
+
+≈ the parts of nginx's ``ngx_cycle_t`` the event core uses, with the pool functions of
+src/core/ngx_connection.c (get/free/close/reusable connection, drain) and the set-up of
+``ngx_event_process_init``. The pool is three C arrays, one allocation each, kept alive
+by the cycle: ``connections``, ``read_events``, ``write_events``; slot ``i`` of each
+belongs together for the cycle's whole life. The free list is threaded through the C
+``data`` field of free connections, in nginx's order.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import OrderedDict
+from types import TracebackType
+from typing import Any
+
+from ngxffi._ngx import ffi, lib
+from ngxffi.core.connection import Connection
+from ngxffi.core.log import ALERT, CRIT, ERR, INFO, WARN, log_error
+from ngxffi.core.times import monotonic_msec
+from ngxffi.event.event import (
+    CLOSE_EVENT,
+    READ_EVENT,
+    WRITE_EVENT,
+    AcceptMutex,
+    Event,
+    EventActions,
+    no_handler,
+)
+from ngxffi.event.posted import PostedQueue, delete_posted_event
+from ngxffi.event.timer import EventTimers
+from ngxffi.event.trace import Trace, log_trace
+
+# c->log_error values (ngx_connection_log_error_e) that ngx_close_connection reads.
+ERROR_ALERT, ERROR_ERR, ERROR_INFO = 0, 1, 2
+
+
+class Cycle:
+    """An event loop's world. ``Cycle(connection_n=512, use="epoll")``.
+
+    ``use`` picks the event module (``"epoll"`` or ``"poll"``), whose ``init``
+    installs ``self.actions``. ``strong_tags`` adds a generation counter to epoll's
+    tagged pointers (see :mod:`ngxffi.event.modules.epoll`). ``timer_resolution``
+    (ms, main thread only) updates the clock from a SIGALRM interval timer instead of
+    after every wait, as nginx's directive does. ``trace`` is True (log) or a callable
+    receiving :class:`~ngxffi.event.trace.TraceRecord`. ``clock_offset`` shifts the
+    millisecond clock (tests start it just before the 64-bit wrap).
+    """
+
+    def __init__(
+        self,
+        connection_n: int = 512,
+        use: str = "epoll",
+        *,
+        events: int = 512,
+        strong_tags: bool = False,
+        timer_resolution: int = 0,
+        trace: bool | Trace | None = None,
+        clock_offset: int = 0,
+    ) -> None:
+        from ngxffi.event.modules import MODULES  # the modules import this one
+
+        if connection_n < 1:
+            raise ValueError(f"connection_n must be at least 1, not {connection_n}")
+        if use not in MODULES:
+            raise ValueError(
+                f"unknown event method {use!r}; use one of {sorted(MODULES)}"
+            )
+        self.connection_n = connection_n
+        self.clock_offset = clock_offset
+        self.current_msec = monotonic_msec(clock_offset)
+        self._allocate(connection_n, strong_tags)
+
+        self.epoch = 0  # bumped whenever a batch's stale/active verdicts may change
+        self.files: list[Connection | None] | None = None  # fd -> connection (poll)
+        self.reusable_connections_queue: OrderedDict[Connection, None] = OrderedDict()
+        self.connections_reuse_time = 0
+        self.timers = EventTimers(self)
+        self.posted_accept_events = PostedQueue("posted_accept_events")
+        self.posted_events = PostedQueue("posted_events")
+        self.posted_next_events = PostedQueue("posted_next_events")
+        self.trace: Trace | None = log_trace if trace is True else (trace or None)
+        self.accept_mutex: AcceptMutex | None = None
+        self.accept_disabled = 0
+        self.accept_mutex_delay = 500
+        self.timer_resolution = timer_resolution
+        self.timer_alarm = False
+        self.event_flags = 0
+        self.closed = False
+
+        self.actions: EventActions
+        self.module = MODULES[use](self, events)
+        self.module.init(self)  # installs self.actions and self.event_flags
+        if timer_resolution:
+            self._start_timer_resolution(timer_resolution)
+
+    def _allocate(self, n: int, strong_tags: bool) -> None:
+        """The three arrays, the C cycle state and one proxy per slot and event."""
+        self._connections = ffi.new("ngx_connection_t[]", n)
+        self._read_events = ffi.new("ngx_event_t[]", n)
+        self._write_events = ffi.new("ngx_event_t[]", n)
+        raw = self.raw = ffi.new("ngxffi_cycle_t *")
+        raw.connections = self._connections
+        raw.read_events = self._read_events
+        raw.write_events = self._write_events
+        raw.connection_n = n
+        raw.strong_tags = int(strong_tags)
+        lib.ngxffi_init_connections(raw)
+
+        self.connections: list[Connection] = []
+        # events_by_code[slot * 2 + write]: the table the dispatch loop indexes
+        self.events_by_code: list[Event] = []
+        for i in range(n):
+            rev = Event(self, self._read_events + i, 2 * i)
+            wev = Event(self, self._write_events + i, 2 * i + 1)
+            c = Connection(self, self._connections + i, i, rev, wev)
+            rev.data = wev.data = c
+            self.connections.append(c)
+            self.events_by_code += (rev, wev)
+
+    # --- the pool --------------------------------------------------------------------
+
+    @property
+    def free_connection_n(self) -> int:
+        """How many slots are free (cycle->free_connection_n)."""
+        return int(self.raw.free_connection_n)
+
+    def get_connection(self, s: int) -> Connection | None:
+        """Take a free slot for socket ``s``; None (and nginx's alert) when there is
+        none. Imitates ngx_get_connection: drain first, then pop the free list head,
+        zero the connection and both events, flip their instance bit."""
+        files = self.files
+        if files is not None and s >= len(files):
+            log_error(
+                ALERT,
+                f"the new socket has number {s}, "
+                f"but only {len(files)} files are available",
+            )
+            return None
+        self.drain_connections()
+        slot = lib.ngxffi_get_connection(self.raw, s)
+        if slot < 0:
+            log_error(ALERT, f"{self.connection_n} worker_connections are not enough")
+            return None
+        c: Connection = self.connections[slot]
+        c.reset()
+        c.read.handler = c.write.handler = no_handler
+        if files is not None and files[s] is None:
+            files[s] = c
+        self.epoch += 1
+        return c
+
+    def free_connection(self, c: Connection) -> None:
+        """Return ``c`` to the free list head (LIFO). Imitates ngx_free_connection;
+        like it, leaves ``fd`` and the instance bits alone."""
+        lib.ngxffi_free_connection(self.raw, c.index)
+        files = self.files
+        fd = c.raw.fd
+        if files is not None and 0 <= fd < len(files) and files[fd] is c:
+            files[fd] = None
+        self.epoch += 1
+
+    def close_connection(self, c: Connection) -> None:
+        """Close ``c`` and free its slot. Imitates ngx_close_connection, in its order:
+        timers deleted; events deleted with CLOSE_EVENT (epoll skips the syscall, the
+        close removes the registration); posted events removed; both events marked
+        closed; out of the reusable queue; slot freed; fd set to -1; the socket closed.
+        Closing twice logs "connection already closed" and does nothing else."""
+        raw = c.raw
+        if raw.fd == -1:
+            log_error(ALERT, "connection already closed")
+            return
+        rev, wev = c.read, c.write
+        if rev.raw.timer_set:
+            self.timers.del_timer(rev)
+        if wev.raw.timer_set:
+            self.timers.del_timer(wev)
+        if not raw.shared:
+            actions = self.actions
+            if actions.del_conn is not None:
+                actions.del_conn(c, CLOSE_EVENT)
+            else:
+                if rev.raw.active or rev.raw.disabled:
+                    actions.delete(rev, READ_EVENT, CLOSE_EVENT)
+                if wev.raw.active or wev.raw.disabled:
+                    actions.delete(wev, WRITE_EVENT, CLOSE_EVENT)
+        if rev.raw.posted:
+            delete_posted_event(rev)
+        if wev.raw.posted:
+            delete_posted_event(wev)
+        rev.raw.closed = 1
+        wev.raw.closed = 1
+        self.reusable_connection(c, False)
+        log_error_level = raw.log_error
+        self.free_connection(c)
+        fd = raw.fd
+        raw.fd = -1
+        if raw.shared:
+            return
+        if lib.close(fd) == -1:
+            err = ffi.errno
+            level = CRIT
+            if err in (lib.ECONNRESET, lib.ENOTCONN):
+                level = {ERROR_INFO: INFO, ERROR_ERR: ERR}.get(log_error_level, CRIT)
+            log_error(level, f"close() socket {fd} failed", err)
+
+    def reusable_connection(self, c: Connection, reusable: bool) -> None:
+        """Put ``c`` in (or take it out of) the queue of idle connections that
+        drain_connections may close. Imitates ngx_reusable_connection."""
+        raw = c.raw
+        if raw.reusable:
+            del self.reusable_connections_queue[c]
+        raw.reusable = int(reusable)
+        if reusable:
+            self.reusable_connections_queue[c] = None
+
+    def drain_connections(self) -> None:
+        """When free slots fall to connection_n/16, close the oldest reusable (idle
+        keep-alive) connections: set ``close`` and call their read handler, which is
+        expected to close them. Imitates ngx_drain_connections."""
+        queue = self.reusable_connections_queue
+        if self.raw.free_connection_n > self.connection_n // 16 or not queue:
+            return
+        now = int(time.time())
+        if self.connections_reuse_time != now:
+            self.connections_reuse_time = now
+            log_error(
+                WARN,
+                f"{self.connection_n} worker_connections are not enough, "
+                "reusing connections",
+            )
+        c = None
+        for _ in range(max(min(32, len(queue) // 8), 1)):
+            if not queue:
+                break
+            c = next(iter(queue))  # the oldest
+            c.raw.close = 1
+            c.read.handler(c.read)
+        if self.raw.free_connection_n == 0 and c is not None and c.raw.reusable:
+            # nothing freed: the last one may have moved to lingering close; try again
+            c.raw.close = 1
+            c.read.handler(c.read)
+
+    # --- time ------------------------------------------------------------------------
+
+    def time_update(self) -> None:
+        """Refresh ``current_msec``. Imitates ngx_time_update (monotonic part)."""
+        self.current_msec = monotonic_msec(self.clock_offset)
+
+    def _start_timer_resolution(self, msec: int) -> None:
+        """ngx_event_process_init's SIGALRM interval timer for timer_resolution."""
+
+        def on_alarm(signum: int, frame: Any) -> None:
+            self.timer_alarm = True
+
+        self._old_alarm = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, msec / 1000, msec / 1000)
+
+    # --- life ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the event module (closing its kernel objects) and the interval timer.
+        Connections still open are left to their owner. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer_resolution:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._old_alarm)
+        self.actions.done(self)
+
+    def __enter__(self) -> Cycle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Cycle {type(self.module).__name__} "
+            f"{self.connection_n - self.free_connection_n}/{self.connection_n} used>"
+        )

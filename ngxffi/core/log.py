@@ -1,0 +1,47 @@
+"""nginx's log levels on top of the stdlib ``logging`` module (≈ src/core/ngx_log.c).
+
+Everything ngxffi logs goes to the ``ngxffi`` logger with nginx's eight levels, mapped
+onto logging's numbers so that handlers and filters work as usual: ``debug`` 10,
+``info`` 20, ``notice`` 25, ``warn`` 30, ``error`` 40, ``crit`` 50, ``alert`` 55,
+``emerg`` 60. Messages carry nginx's wording, with ``(errno: strerror)`` appended as
+``ngx_log_error`` does when an error number is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+DEBUG = logging.DEBUG
+INFO = logging.INFO
+NOTICE = 25
+WARN = logging.WARNING
+ERR = logging.ERROR
+CRIT = logging.CRITICAL
+ALERT = 55
+EMERG = 60
+
+LEVELS = {
+    "debug": DEBUG,
+    "info": INFO,
+    "notice": NOTICE,
+    "warn": WARN,
+    "error": ERR,
+    "crit": CRIT,
+    "alert": ALERT,
+    "emerg": EMERG,
+}
+
+for _name, _level in LEVELS.items():
+    logging.addLevelName(_level, _name)
+
+logger = logging.getLogger("ngxffi")
+
+
+def log_error(level: int, message: str, err: int = 0) -> None:
+    """Log ``message`` at an nginx level. Imitates ngx_log_error (src/core/ngx_log.c):
+    a non-zero ``err`` appends ``(err: strerror)``."""
+    if logger.isEnabledFor(level):
+        if err:
+            message = f"{message} ({err}: {os.strerror(err)})"
+        logger.log(level, message)

@@ -1,0 +1,1 @@
+"""The event core: events, actions, timers, posted queues, modules (≈ src/event)."""

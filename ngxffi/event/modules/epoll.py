@@ -1,0 +1,336 @@
+"""The epoll event module (≈ src/event/modules/ngx_epoll_module.c).
+
+A table of small actions over one epoll instance:
+
+* ``add``: ``EPOLL_CTL_MOD`` with both masks when the connection's other event is
+  already active, else ``EPOLL_CTL_ADD``; ``data.u64`` is the tagged pointer
+  ``address(c) | ev.instance``. ``delete`` mirrors it (MOD down to the other mask, or
+  DEL); with CLOSE_EVENT it only clears ``active``, because closing the fd removes the
+  registration — unless the file description is shared (see the dup trap in the
+  README), which is why listening sockets are deleted for real.
+* ``add_conn``: one ``EPOLL_CTL_ADD`` of ``EPOLLIN|EPOLLOUT|EPOLLET|EPOLLRDHUP``.
+* ``notify``: an eventfd registered edge-triggered with a static connection outside the
+  pool, so another thread can wake the loop.
+* ``process_events``: ``epoll_wait``, then nginx's loop body per event. The decoding and
+  the stale checks of a whole batch run in one C call (``ngxffi_epoll_decide``), which
+  also refuses any ``data.u64`` that is not exactly one of this cycle's slots (or the
+  notify connection): such a value is counted, logged at alert level, and never
+  dereferenced. Python then calls the handlers in order. When a handler changes the
+  pool or a registration (the cycle's ``epoch`` moves: a close, a reuse, an add or a
+  delete), the rest of the batch is decided again from that point, so the stale checks
+  happen exactly where nginx makes them — including the write side's re-check after
+  the read handler.
+
+Deliberate differences: ``ready``, ``available`` and ``pending_eof`` of the events later
+in a batch are set when the batch is decided, before the earlier handlers run; nginx
+sets them just before each handler. A handler that clears another connection's
+``ready`` in the same batch therefore sees it stay cleared (nginx would set it again
+and the handler would read EAGAIN). ``strong_tags`` (off by default) adds the
+connection's 16-bit generation above the 48 address bits, which closes the hole of
+nginx's single instance bit: a slot closed and reused twice within one batch flips the
+bit back and passes nginx's check, but not the generation's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ngxffi import os as nos
+from ngxffi import probe
+from ngxffi._ngx import ffi, lib
+from ngxffi.core.log import ALERT, INFO, log_error
+from ngxffi.event.event import (
+    CLOSE_EVENT,
+    ERROR,
+    EXCLUSIVE_EVENT,
+    OK,
+    POST_EVENTS,
+    READ_EVENT,
+    TIMER_INFINITE,
+    UPDATE_TIME,
+    USE_CLEAR_EVENT,
+    USE_EPOLL_EVENT,
+    USE_GREEDY_EVENT,
+    Event,
+    EventActions,
+    Handler,
+    no_handler,
+)
+from ngxffi.event.posted import post_event
+from ngxffi.event.trace import VERDICTS, TraceRecord
+
+if TYPE_CHECKING:
+    from ngxffi.core.connection import Connection
+    from ngxffi.core.cycle import Cycle
+
+EPOLLIN_RDHUP: int = lib.EPOLLIN | lib.EPOLLRDHUP
+ACCEPT_QUEUE: int = lib.NGXFFI_ACCEPT_QUEUE
+_MAX_UINT32 = 0xFFFFFFFF
+
+
+class EpollModule:
+    """ngx_epoll_module for one cycle; ``events`` is the size of the event list."""
+
+    name = "epoll"
+
+    def __init__(self, cycle: Cycle, events: int = 512) -> None:
+        if events < 1:
+            raise ValueError(f"epoll events must be at least 1, not {events}")
+        self.cycle = cycle
+        self.nevents = events
+        self.ep = -1
+        self.notify_fd = -1
+        self.use_epoll_rdhup = False
+        self.notify_handler: Handler = no_handler
+
+    # --- init / done ------------------------------------------------------------------
+
+    def init(self, cycle: Cycle) -> None:
+        """Create the epoll instance and event list, probe EPOLLRDHUP, set up notify,
+        install the actions. Imitates ngx_epoll_init."""
+        self.ep = nos.epoll_create1()
+        n = self.nevents
+        self.event_list = ffi.new("struct epoll_event[]", n)
+        self.out = ffi.new("int32_t[]", 2 * n)
+        self.out_half = ffi.new("int32_t[]", 2 * n)
+        self.verdicts = ffi.new("uint8_t[]", 2 * n)
+        self.use_epoll_rdhup = probe.epoll_rdhup()
+        self._notify_init(cycle)
+        cycle.event_flags = USE_CLEAR_EVENT | USE_GREEDY_EVENT | USE_EPOLL_EVENT
+        cycle.actions = EventActions(
+            add=self.add,
+            delete=self.delete,
+            enable=self.add,
+            disable=self.delete,
+            add_conn=self.add_conn,
+            del_conn=self.del_conn,
+            notify=self.notify,
+            process_events=self.process_events,
+            init=self.init,
+            done=self.done,
+        )
+
+    def _notify_init(self, cycle: Cycle) -> None:
+        """Imitates ngx_epoll_notify_init: an eventfd, a static connection and its read
+        event outside the pool, registered EPOLLIN|EPOLLET. The static structs get the
+        codes after the pool's, so the dispatch table finds them."""
+        self.notify_fd = nos.eventfd(0, lib.EFD_NONBLOCK | lib.EFD_CLOEXEC)
+        conn = self._notify_conn = ffi.new("ngx_connection_t *")
+        rev = self._notify_rev = ffi.new("ngx_event_t *")
+        wev = self._notify_wev = ffi.new(
+            "ngx_event_t *"
+        )  # nginx has none; never active
+        conn.fd = self.notify_fd
+        conn.read, conn.write = rev, wev
+        rev.data = wev.data = conn
+        rev.active = 1
+        wev.write = 1
+        cycle.raw.notify = conn
+        code = 2 * cycle.connection_n
+        self.notify_event = Event(cycle, rev, code, None, self._notify_handler)
+        cycle.events_by_code[code:] = [self.notify_event, Event(cycle, wev, code + 1)]
+        self._one = ffi.new("uint64_t *", 1)
+        self._count = ffi.new("uint64_t *")
+        if (
+            lib.ngxffi_epoll_ctl(
+                cycle.raw,
+                self.ep,
+                lib.EPOLL_CTL_ADD,
+                conn,
+                lib.EPOLLIN | lib.EPOLLET,
+                0,
+            )
+            == -1
+        ):
+            raise self._fail(f"epoll_ctl(EPOLL_CTL_ADD, {self.notify_fd})")
+
+    def done(self, cycle: Cycle) -> None:
+        """Close the epoll instance and the eventfd. Imitates ngx_epoll_done."""
+        cycle.raw.notify = ffi.NULL
+        for fd in (self.ep, self.notify_fd):
+            if fd >= 0:
+                nos.close(fd)
+        self.ep = self.notify_fd = -1
+
+    # --- notify ---------------------------------------------------------------------
+
+    def notify(self, handler: Handler) -> None:
+        """Wake the loop from any thread; it then calls ``handler(notify_event)``.
+        Imitates ngx_epoll_notify."""
+        self.notify_handler = handler
+        if lib.write(self.notify_fd, self._one, 8) != 8:
+            raise self._fail(f"write() to eventfd {self.notify_fd}")
+
+    def _notify_handler(self, ev: Event) -> None:
+        """Imitates ngx_epoll_notify_handler: the eventfd is edge-triggered, so its
+        counter is read (reset) only every 2**32 notifications, not every time."""
+        ev.raw.index += 1
+        if ev.raw.index == _MAX_UINT32:
+            ev.raw.index = 0
+            if lib.read(self.notify_fd, self._count, 8) != 8:
+                log_error(ALERT, f"read() eventfd {self.notify_fd} failed", ffi.errno)
+        self.notify_handler(ev)
+
+    # --- actions --------------------------------------------------------------------
+
+    def _fail(self, call: str) -> OSError:
+        err = ffi.errno
+        log_error(ALERT, f"{call} failed", err)
+        return nos.error(call, err)
+
+    def _ctl(self, op: int, c: Connection, events: int, instance: int) -> None:
+        if (
+            lib.ngxffi_epoll_ctl(self.cycle.raw, self.ep, op, c.raw, events, instance)
+            == -1
+        ):
+            raise self._fail(f"epoll_ctl({op}, {c.raw.fd})")
+
+    def add(self, ev: Event, event: int, flags: int) -> None:
+        """Register ``ev``'s interest. Imitates ngx_epoll_add_event."""
+        c = ev.data
+        if event == READ_EVENT:
+            other, prev, events = c.write, lib.EPOLLOUT, EPOLLIN_RDHUP
+        else:
+            other, prev, events = c.read, EPOLLIN_RDHUP, lib.EPOLLOUT
+        if other.raw.active:
+            op = lib.EPOLL_CTL_MOD
+            events |= prev
+        else:
+            op = lib.EPOLL_CTL_ADD
+        if flags & EXCLUSIVE_EVENT:
+            events &= ~lib.EPOLLRDHUP
+        self._ctl(op, c, events | flags, ev.raw.instance)
+        ev.raw.active = 1
+        self.cycle.epoch += 1
+
+    def delete(self, ev: Event, event: int, flags: int) -> None:
+        """Drop ``ev``'s interest. Imitates ngx_epoll_del_event: CLOSE_EVENT only clears
+        ``active`` (the close removes the registration)."""
+        self.cycle.epoch += 1
+        if flags & CLOSE_EVENT:
+            ev.raw.active = 0
+            return
+        c = ev.data
+        if event == READ_EVENT:
+            other, prev = c.write, lib.EPOLLOUT
+        else:
+            other, prev = c.read, EPOLLIN_RDHUP
+        if other.raw.active:
+            self._ctl(lib.EPOLL_CTL_MOD, c, prev | flags, ev.raw.instance)
+        else:
+            self._ctl(lib.EPOLL_CTL_DEL, c, 0, 0)
+        ev.raw.active = 0
+
+    def add_conn(self, c: Connection) -> None:
+        """Register both events edge-triggered in one call. Imitates
+        ngx_epoll_add_connection."""
+        events = lib.EPOLLIN | lib.EPOLLOUT | lib.EPOLLET | lib.EPOLLRDHUP
+        self._ctl(lib.EPOLL_CTL_ADD, c, events, c.read.raw.instance)
+        c.read.raw.active = 1
+        c.write.raw.active = 1
+        self.cycle.epoch += 1
+
+    def del_conn(self, c: Connection, flags: int) -> None:
+        """Imitates ngx_epoll_del_connection (CLOSE_EVENT: no syscall)."""
+        self.cycle.epoch += 1
+        if not flags & CLOSE_EVENT:
+            self._ctl(lib.EPOLL_CTL_DEL, c, 0, 0)
+        c.read.raw.active = 0
+        c.write.raw.active = 0
+
+    # --- process_events -------------------------------------------------------------
+
+    def process_events(self, cycle: Cycle, timer: int, flags: int) -> int:
+        """Wait up to ``timer`` ms and handle what the kernel returns: call the handlers
+        inline, or post them (accept events to their own queue) with POST_EVENTS.
+        Imitates ngx_epoll_process_events; see the module docstring for how."""
+        n = lib.epoll_wait(self.ep, self.event_list, self.nevents, timer)
+        err = ffi.errno if n == -1 else 0
+        if flags & UPDATE_TIME or cycle.timer_alarm:
+            cycle.time_update()
+        if err:
+            if err == lib.EINTR:
+                if cycle.timer_alarm:
+                    cycle.timer_alarm = False
+                    return OK
+                level = INFO
+            else:
+                level = ALERT
+            log_error(level, "epoll_wait() failed", err)
+            return ERROR
+        if n == 0:
+            if timer != TIMER_INFINITE:
+                return OK
+            log_error(ALERT, "epoll_wait() returned no events without timeout")
+            return ERROR
+
+        invalid = cycle.raw.invalid_events
+        verdicts = ffi.NULL if cycle.trace is None else self.verdicts
+        if flags & POST_EVENTS:
+            self._post(cycle, n, verdicts)
+        else:
+            self._dispatch(cycle, n, verdicts)
+        if cycle.raw.invalid_events != invalid:
+            self._log_invalid(cycle, n)
+        if cycle.trace is not None:
+            self._report(cycle, n)
+        return OK
+
+    def _dispatch(self, cycle: Cycle, n: int, verdicts: object) -> None:
+        """Call the handlers of a decided batch; re-decide the rest of it whenever a
+        handler moved the cycle's epoch."""
+        decide, raw, event_list = lib.ngxffi_epoll_decide, cycle.raw, self.event_list
+        out, out_half, events = self.out, self.out_half, cycle.events_by_code
+        half = 0
+        while True:
+            k = decide(raw, event_list, n, half, 0, out, out_half, verdicts)
+            epoch = cycle.epoch
+            for m, code in enumerate(ffi.unpack(out, k)):
+                ev = events[code]
+                ev.handler(ev)
+                if cycle.epoch != epoch:
+                    half = out_half[m] + 1
+                    break
+            else:
+                return
+
+    def _post(self, cycle: Cycle, n: int, verdicts: object) -> None:
+        """POST_EVENTS: no handler runs during the batch, so one decision stands."""
+        k = lib.ngxffi_epoll_decide(
+            cycle.raw, self.event_list, n, 0, 1, self.out, self.out_half, verdicts
+        )
+        events = cycle.events_by_code
+        for code in ffi.unpack(self.out, k):
+            if code & ACCEPT_QUEUE:
+                post_event(events[code & ~ACCEPT_QUEUE], cycle.posted_accept_events)
+            else:
+                post_event(events[code], cycle.posted_events)
+
+    def _log_invalid(self, cycle: Cycle, n: int) -> None:
+        for i in range(n):
+            tag = self.event_list[i].data.u64
+            if lib.ngxffi_tag_slot(cycle.raw, tag) < 0:
+                log_error(
+                    ALERT,
+                    f"epoll_wait() returned an event with an invalid "
+                    f"data.u64 {tag:#x} (events {self.event_list[i].events:#x}), "
+                    "skipped",
+                )
+
+    def _report(self, cycle: Cycle, n: int) -> None:
+        assert cycle.trace is not None
+        for i in range(n):
+            tag = int(self.event_list[i].data.u64)
+            slot = lib.ngxffi_tag_slot(cycle.raw, tag)
+            cycle.trace(
+                TraceRecord(
+                    position=i,
+                    data=tag,
+                    fd=None,
+                    slot=slot if slot >= 0 else None,
+                    instance=tag & 1 if slot >= 0 else None,
+                    revents=int(self.event_list[i].events),
+                    read=VERDICTS[self.verdicts[2 * i]],
+                    write=VERDICTS[self.verdicts[2 * i + 1]],
+                )
+            )
