@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ngxffi import lib
+from ngxffi import Connection, Cycle, lib
 from ngxffi import os as nos
 
 
@@ -61,3 +61,42 @@ def connect(fds: list[int]) -> Callable[[tuple[str, int]], int]:
         return fd
 
     return _connect
+
+
+# --- the event core ------------------------------------------------------------
+
+
+@pytest.fixture(params=["epoll", "poll"])
+def cycle(request: pytest.FixtureRequest) -> Iterator[Cycle]:
+    """A small cycle on each event module: the behavioural suite runs on both."""
+    with Cycle(16, use=request.param) as cy:
+        yield cy
+        for c in cy.connections:
+            if c.raw.fd != -1:
+                cy.close_connection(c)
+
+
+@pytest.fixture
+def epoll_cycle() -> Iterator[Cycle]:
+    with Cycle(16) as cy:
+        yield cy
+        for c in cy.connections:
+            if c.raw.fd != -1:
+                cy.close_connection(c)
+
+
+@pytest.fixture
+def attach(fds: list[int]) -> Callable[[Cycle], tuple[Connection, int]]:
+    """Put one end of a fresh non-blocking socketpair in a pool slot; return the
+    connection and the peer fd (which the test owns through ``fds``)."""
+
+    def _attach(cy: Cycle) -> tuple[Connection, int]:
+        a, b = nos.socketpair(
+            type=lib.SOCK_STREAM | lib.SOCK_NONBLOCK | lib.SOCK_CLOEXEC
+        )
+        fds.append(b)
+        c = cy.get_connection(a)
+        assert c is not None
+        return c, b
+
+    return _attach

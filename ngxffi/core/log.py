@@ -32,7 +32,9 @@ LEVELS = {
     "emerg": EMERG,
 }
 
-for _name, _level in LEVELS.items():
+# Only the levels logging lacks get names; renaming the standard ones would change
+# every other logger of the process. nginx's spelling is LEVELS' keys.
+for _name, _level in (("NOTICE", NOTICE), ("ALERT", ALERT), ("EMERG", EMERG)):
     logging.addLevelName(_level, _name)
 
 logger = logging.getLogger("ngxffi")
