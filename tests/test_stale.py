@@ -138,7 +138,7 @@ def reuse_twice_in_one_batch(strong: bool, attach: Attach) -> tuple[list[str], i
     instance bit flips back; the new user registers for reads with nothing to read.
     Returns the verdicts and how often the new user's handler was (wrongly) called."""
     records: list[TraceRecord] = []
-    wrong = []
+    wrong: list[Event] = []
     with Cycle(16, strong_tags=strong, trace=records.append) as cy:
 
         def reuse_twice(ev: Event) -> None:
@@ -211,7 +211,8 @@ def test_invalid_tags_are_counted_logged_and_never_dereferenced(
         for value in bogus:
             efd = nos.eventfd(1)  # always readable
             fds.append(efd)
-            nos.epoll_ctl(cy.module.ep, lib.EPOLL_CTL_ADD, efd, lib.EPOLLIN, data=value)
+            ep = cy.module.ep  # type: ignore[union-attr]
+            nos.epoll_ctl(ep, lib.EPOLL_CTL_ADD, efd, lib.EPOLLIN, data=value)
         c, peer = attach(cy)
         calls: list[Event] = []
         c.read.handler = calls.append

@@ -184,6 +184,7 @@ class PollModule:
                 entry.fd = -1
             self._trace(cycle, n, fd, None, revents, "unexpected", "unexpected")
             return False
+        reported = revents
         if revents & POLL_ERRORS:
             revents |= lib.POLLIN | lib.POLLOUT
         read = write = "-"
@@ -200,7 +201,7 @@ class PollModule:
             wev.raw.ready = 1
             post_event(wev, cycle.posted_events)
             write = "posted"
-        self._trace(cycle, n, fd, c.index, revents, read, write)
+        self._trace(cycle, n, fd, c.index, reported, read, write)
         return read != "-" or write != "-"
 
     def _trace(
