@@ -288,6 +288,15 @@ typedef struct {
     ngx_connection_t *notify;     /* a static connection outside the pool, or NULL */
     int strong_tags;              /* generation in the tag's high 16 bits */
     uint64_t invalid_events;      /* kernel events whose tag was not ours */
+
+    /* the epoll module's state, so that its per-batch calls take few arguments */
+    int ep;
+    struct epoll_event *event_list;
+    int nevents;
+    int batch_n;                  /* events the last epoll_wait returned */
+    int32_t *out;                 /* decided handler calls: slot * 2 + write */
+    int32_t *out_half;            /* the half-event each of them came from */
+    uint8_t *verdicts;            /* per half-event, for the trace */
 } ngxffi_cycle_t;
 """
 
@@ -297,6 +306,7 @@ EVENT_CORE_CDEF = """
 #define NGXFFI_INVALID_INDEX ...
 #define NGXFFI_TAG_ADDRESS_BITS ...
 #define NGXFFI_ACCEPT_QUEUE ...
+#define NGXFFI_BATCH_INVALID ...
 #define NGXFFI_NONE ...
 #define NGXFFI_DISPATCHED ...
 #define NGXFFI_POSTED ...
@@ -312,9 +322,8 @@ uint64_t ngxffi_tag(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
 intptr_t ngxffi_tag_slot(const ngxffi_cycle_t *cy, uint64_t tag);
 int ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op, ngx_connection_t *c,
                      uint32_t events, unsigned instance);
-int ngxffi_epoll_decide(ngxffi_cycle_t *cy, const struct epoll_event *list, int n,
-                        int from, int post, int32_t *out, int32_t *out_half,
-                        uint8_t *verdicts);
+int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace);
+int ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace);
 int ngxffi_poll_ready(const struct pollfd *list, int n, int32_t *out);
 """
 
@@ -322,6 +331,7 @@ EVENT_CORE_SOURCE = """
 #define NGXFFI_INVALID_INDEX     0xd0d0d0d0      /* NGX_INVALID_INDEX */
 #define NGXFFI_TAG_ADDRESS_BITS  48              /* strong tags: generation above */
 #define NGXFFI_ACCEPT_QUEUE      (1 << 30)       /* decide: post to the accept queue */
+#define NGXFFI_BATCH_INVALID     (1 << 30)       /* process: the batch had bad tags */
 
 enum {                                            /* per half-event verdicts */
     NGXFFI_NONE, NGXFFI_DISPATCHED, NGXFFI_POSTED, NGXFFI_STALE_CLOSED,
@@ -471,16 +481,18 @@ static int ngxffi_stale(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
 
 /* The body of ngx_epoll_process_events' loop for half-events from..2n-1 (half-event
    h is the read side of list[h/2] when even, its write side when odd). Marks events
-   ready as nginx does and, instead of calling handlers, appends slot*2+write to out[]
-   (with NGXFFI_ACCEPT_QUEUE for an accept event when posting) and h to out_half[].
-   The caller calls the handlers in order; when one changes the pool or the kernel
-   registrations it calls again from the next half-event, which redoes the stale
-   checks exactly where nginx does them. verdicts[h] (if not NULL) gets the verdict. */
-static int ngxffi_epoll_decide(ngxffi_cycle_t *cy, const struct epoll_event *list,
-                               int n, int from, int post, int32_t *out,
-                               int32_t *out_half, uint8_t *verdicts)
+   ready as nginx does and, instead of calling handlers, appends slot*2+write to
+   cy->out (with NGXFFI_ACCEPT_QUEUE for an accept event when posting) and h to
+   cy->out_half. The caller calls the handlers in order; when one changes the pool or
+   the kernel registrations it calls again from the next half-event, which redoes the
+   stale checks exactly where nginx does them. With trace, cy->verdicts[h] gets the
+   verdict of every half-event. */
+static int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace)
 {
-    int h, k = 0;
+    const struct epoll_event *list = cy->event_list;
+    int32_t *out = cy->out, *out_half = cy->out_half;
+    uint8_t *verdicts = trace ? cy->verdicts : NULL;
+    int h, k = 0, n = cy->batch_n;
 
     for (h = from; h < 2 * n; h++) {
         int i = h >> 1, write = h & 1, verdict;
@@ -539,6 +551,21 @@ static int ngxffi_epoll_decide(ngxffi_cycle_t *cy, const struct epoll_event *lis
         if (verdicts) verdicts[h] = post ? NGXFFI_POSTED : NGXFFI_DISPATCHED;
     }
     return k;
+}
+
+/* epoll_wait and the first decision on its batch in one call: the per-batch cost of
+   crossing from Python to C is paid once. Returns -1 (errno set by epoll_wait), or
+   the number of handlers to call, with NGXFFI_BATCH_INVALID added when some tag was
+   not ours; cy->batch_n says how many events the kernel returned. */
+static int ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace)
+{
+    uint64_t invalid = cy->invalid_events;
+    int k, n = epoll_wait(cy->ep, cy->event_list, cy->nevents, timer);
+
+    cy->batch_n = n < 0 ? 0 : n;
+    if (n <= 0) return n;
+    k = ngxffi_epoll_decide(cy, 0, post, trace);
+    return cy->invalid_events == invalid ? k : k | NGXFFI_BATCH_INVALID;
 }
 
 /* The indexes of the pollfd entries with revents, for ngx_poll_process_events. */

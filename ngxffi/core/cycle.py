@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -73,7 +74,9 @@ class Cycle:
         self.current_msec = monotonic_msec(clock_offset)
         self._allocate(connection_n, strong_tags)
 
-        self.epoch = 0  # bumped whenever a batch's stale/active verdicts may change
+        # Set by an event module while it calls handlers inline; called whenever a
+        # slot's fd, instance or active bits change (see EpollModule._dispatch).
+        self.on_change: Callable[[], None] | None = None
         self.files: list[Connection | None] | None = None  # fd -> connection (poll)
         self.reusable_connections_queue: OrderedDict[Connection, None] = OrderedDict()
         self.connections_reuse_time = 0
@@ -110,15 +113,17 @@ class Cycle:
         lib.ngxffi_init_connections(raw)
 
         self.connections: list[Connection] = []
-        # events_by_code[slot * 2 + write]: the table the dispatch loop indexes
-        self.events_by_code: list[Event] = []
+        # Indexed by slot * 2 + write; the two entries after the pool's belong to the
+        # event module's static connection (epoll's notify). Events fill them in.
+        codes = 2 * n + 2
+        self.events_by_code: list[Event] = [None] * codes  # type: ignore[list-item]
+        self.handlers: list[Callable[[Event], object]] = [no_handler] * codes
         for i in range(n):
             rev = Event(self, self._read_events + i, 2 * i)
             wev = Event(self, self._write_events + i, 2 * i + 1)
             c = Connection(self, self._connections + i, i, rev, wev)
             rev.data = wev.data = c
             self.connections.append(c)
-            self.events_by_code += (rev, wev)
 
     # --- the pool --------------------------------------------------------------------
 
@@ -149,7 +154,8 @@ class Cycle:
         c.read.handler = c.write.handler = no_handler
         if files is not None and files[s] is None:
             files[s] = c
-        self.epoch += 1
+        if self.on_change is not None:
+            self.on_change()
         return c
 
     def free_connection(self, c: Connection) -> None:
@@ -160,7 +166,8 @@ class Cycle:
         fd = c.raw.fd
         if files is not None and 0 <= fd < len(files) and files[fd] is c:
             files[fd] = None
-        self.epoch += 1
+        if self.on_change is not None:
+            self.on_change()
 
     def close_connection(self, c: Connection) -> None:
         """Close ``c`` and free its slot. Imitates ngx_close_connection, in its order:
@@ -197,6 +204,8 @@ class Cycle:
         self.free_connection(c)
         fd = raw.fd
         raw.fd = -1
+        if self.on_change is not None:
+            self.on_change()
         if raw.shared:
             return
         if lib.close(fd) == -1:

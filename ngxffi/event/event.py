@@ -66,10 +66,13 @@ class Event:
     """One C ``ngx_event_t`` with its Python handler.
 
     ``data`` is the owning ``Connection`` for pool events (nginx's ``ev->data``);
-    ``code`` is ``slot * 2 + write`` for pool events, -1 for standalone ones.
+    ``code`` is ``slot * 2 + write`` for pool events (and for the event module's
+    static connection right after the pool), -1 for standalone ones. An event with a
+    code is listed in ``cycle.events_by_code`` and its handler in ``cycle.handlers``,
+    the two tables the dispatch loop indexes.
     """
 
-    __slots__ = ("code", "cycle", "data", "handler", "posted_in", "raw", "timer_seq")
+    __slots__ = ("_handler", "code", "cycle", "data", "posted_in", "raw", "timer_seq")
 
     def __init__(
         self,
@@ -83,9 +86,22 @@ class Event:
         self.raw = raw
         self.code = code
         self.data = data
-        self.handler = handler
         self.posted_in: Any = None  # the PostedQueue holding it, while posted
         self.timer_seq = -1  # identifies its live entry in the timer heap
+        if code >= 0:
+            cycle.events_by_code[code] = self
+        self.handler = handler
+
+    @property
+    def handler(self) -> Handler:
+        """The callable run as ``ev.handler(ev)`` (nginx's ``ev->handler``)."""
+        return self._handler
+
+    @handler.setter
+    def handler(self, handler: Handler) -> None:
+        self._handler = handler
+        if self.code >= 0:
+            self.cycle.handlers[self.code] = handler
 
     @classmethod
     def standalone(cls, cycle: Cycle, handler: Handler, data: Any = None) -> Event:

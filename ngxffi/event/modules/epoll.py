@@ -11,15 +11,15 @@ A table of small actions over one epoll instance:
 * ``add_conn``: one ``EPOLL_CTL_ADD`` of ``EPOLLIN|EPOLLOUT|EPOLLET|EPOLLRDHUP``.
 * ``notify``: an eventfd registered edge-triggered with a static connection outside the
   pool, so another thread can wake the loop.
-* ``process_events``: ``epoll_wait``, then nginx's loop body per event. The decoding and
-  the stale checks of a whole batch run in one C call (``ngxffi_epoll_decide``), which
-  also refuses any ``data.u64`` that is not exactly one of this cycle's slots (or the
-  notify connection): such a value is counted, logged at alert level, and never
-  dereferenced. Python then calls the handlers in order. When a handler changes the
-  pool or a registration (the cycle's ``epoch`` moves: a close, a reuse, an add or a
-  delete), the rest of the batch is decided again from that point, so the stale checks
-  happen exactly where nginx makes them — including the write side's re-check after
-  the read handler.
+* ``process_events``: ``epoll_wait``, then nginx's loop body per event. The wait and
+  the decoding and stale checks of the whole batch run in one C call
+  (``ngxffi_epoll_process``), which also refuses any ``data.u64`` that is not exactly
+  one of this cycle's slots (or the notify connection): such a value is counted,
+  logged at alert level, and never dereferenced. Python then calls the handlers in
+  order. When a handler changes the pool or a registration (a close, a reuse, an add
+  or a delete: ``cycle.on_change``), the rest of the batch is decided again after it
+  returns, so the stale checks happen exactly where nginx makes them — including the
+  write side's re-check after the read handler.
 
 Deliberate differences: ``ready``, ``available`` and ``pending_eof`` of the events later
 in a batch are set when the batch is decided, before the earlier handlers run; nginx
@@ -33,6 +33,7 @@ bit back and passes nginx's check, but not the generation's.
 
 from __future__ import annotations
 
+from operator import length_hint
 from typing import TYPE_CHECKING
 
 from ngxffi import os as nos
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 
 EPOLLIN_RDHUP: int = lib.EPOLLIN | lib.EPOLLRDHUP
 ACCEPT_QUEUE: int = lib.NGXFFI_ACCEPT_QUEUE
+BATCH_INVALID: int = lib.NGXFFI_BATCH_INVALID
 _MAX_UINT32 = 0xFFFFFFFF
 
 
@@ -90,10 +92,15 @@ class EpollModule:
         install the actions. Imitates ngx_epoll_init."""
         self.ep = nos.epoll_create1()
         n = self.nevents
+        # owned here, pointed to by the C cycle state for the per-batch calls
         self.event_list = ffi.new("struct epoll_event[]", n)
         self.out = ffi.new("int32_t[]", 2 * n)
         self.out_half = ffi.new("int32_t[]", 2 * n)
         self.verdicts = ffi.new("uint8_t[]", 2 * n)
+        raw = cycle.raw
+        raw.ep, raw.nevents = self.ep, n
+        raw.event_list, raw.out, raw.out_half = self.event_list, self.out, self.out_half
+        raw.verdicts = self.verdicts
         self.use_epoll_rdhup = probe.epoll_rdhup()
         self._notify_init(cycle)
         cycle.event_flags = USE_CLEAR_EVENT | USE_GREEDY_EVENT | USE_EPOLL_EVENT
@@ -128,7 +135,7 @@ class EpollModule:
         cycle.raw.notify = conn
         code = 2 * cycle.connection_n
         self.notify_event = Event(cycle, rev, code, None, self._notify_handler)
-        cycle.events_by_code[code:] = [self.notify_event, Event(cycle, wev, code + 1)]
+        Event(cycle, wev, code + 1)  # listed in cycle.events_by_code; never active
         self._one = ffi.new("uint64_t *", 1)
         self._count = ffi.new("uint64_t *")
         if (
@@ -173,6 +180,10 @@ class EpollModule:
 
     # --- actions --------------------------------------------------------------------
 
+    def _touch(self) -> None:
+        if self.cycle.on_change is not None:
+            self.cycle.on_change()
+
     def _fail(self, call: str) -> OSError:
         err = ffi.errno
         log_error(ALERT, f"{call} failed", err)
@@ -201,14 +212,14 @@ class EpollModule:
             events &= ~lib.EPOLLRDHUP
         self._ctl(op, c, events | flags, ev.raw.instance)
         ev.raw.active = 1
-        self.cycle.epoch += 1
+        self._touch()
 
     def delete(self, ev: Event, event: int, flags: int) -> None:
         """Drop ``ev``'s interest. Imitates ngx_epoll_del_event: CLOSE_EVENT only clears
         ``active`` (the close removes the registration)."""
-        self.cycle.epoch += 1
         if flags & CLOSE_EVENT:
             ev.raw.active = 0
+            self._touch()
             return
         c = ev.data
         if event == READ_EVENT:
@@ -220,6 +231,7 @@ class EpollModule:
         else:
             self._ctl(lib.EPOLL_CTL_DEL, c, 0, 0)
         ev.raw.active = 0
+        self._touch()
 
     def add_conn(self, c: Connection) -> None:
         """Register both events edge-triggered in one call. Imitates
@@ -228,15 +240,15 @@ class EpollModule:
         self._ctl(lib.EPOLL_CTL_ADD, c, events, c.read.raw.instance)
         c.read.raw.active = 1
         c.write.raw.active = 1
-        self.cycle.epoch += 1
+        self._touch()
 
     def del_conn(self, c: Connection, flags: int) -> None:
         """Imitates ngx_epoll_del_connection (CLOSE_EVENT: no syscall)."""
-        self.cycle.epoch += 1
         if not flags & CLOSE_EVENT:
             self._ctl(lib.EPOLL_CTL_DEL, c, 0, 0)
         c.read.raw.active = 0
         c.write.raw.active = 0
+        self._touch()
 
     # --- process_events -------------------------------------------------------------
 
@@ -244,10 +256,27 @@ class EpollModule:
         """Wait up to ``timer`` ms and handle what the kernel returns: call the handlers
         inline, or post them (accept events to their own queue) with POST_EVENTS.
         Imitates ngx_epoll_process_events; see the module docstring for how."""
-        n = lib.epoll_wait(self.ep, self.event_list, self.nevents, timer)
-        err = ffi.errno if n == -1 else 0
+        raw = cycle.raw
+        post = flags & POST_EVENTS
+        k = lib.ngxffi_epoll_process(raw, timer, post, cycle.trace is not None)
+        err = ffi.errno if k == -1 else 0
         if flags & UPDATE_TIME or cycle.timer_alarm:
             cycle.time_update()
+        if k <= 0 and raw.batch_n == 0:
+            return self._nothing(cycle, timer, err)
+        if k & BATCH_INVALID:
+            k &= ~BATCH_INVALID
+            self._log_invalid(cycle)
+        if post:
+            self._post(cycle, k)
+        elif k:
+            self._dispatch(cycle, k)
+        if cycle.trace is not None:
+            self._report(cycle)
+        return OK
+
+    def _nothing(self, cycle: Cycle, timer: int, err: int) -> int:
+        """epoll_wait failed or returned no events: nginx's verdicts on that."""
         if err:
             if err == lib.EINTR:
                 if cycle.timer_alarm:
@@ -258,47 +287,57 @@ class EpollModule:
                 level = ALERT
             log_error(level, "epoll_wait() failed", err)
             return ERROR
-        if n == 0:
-            if timer != TIMER_INFINITE:
-                return OK
-            log_error(ALERT, "epoll_wait() returned no events without timeout")
-            return ERROR
+        if timer != TIMER_INFINITE:
+            return OK
+        log_error(ALERT, "epoll_wait() returned no events without timeout")
+        return ERROR
 
-        invalid = cycle.raw.invalid_events
-        verdicts = ffi.NULL if cycle.trace is None else self.verdicts
-        if flags & POST_EVENTS:
-            self._post(cycle, n, verdicts)
-        else:
-            self._dispatch(cycle, n, verdicts)
-        if cycle.raw.invalid_events != invalid:
-            self._log_invalid(cycle, n)
-        if cycle.trace is not None:
-            self._report(cycle, n)
-        return OK
+    def _dispatch(self, cycle: Cycle, k: int) -> None:
+        """Call the handlers of a decided batch, in order.
 
-    def _dispatch(self, cycle: Cycle, n: int, verdicts: object) -> None:
-        """Call the handlers of a decided batch; re-decide the rest of it whenever a
-        handler moved the cycle's epoch."""
-        decide, raw, event_list = lib.ngxffi_epoll_decide, cycle.raw, self.event_list
-        out, out_half, events = self.out, self.out_half, cycle.events_by_code
-        half = 0
-        while True:
-            k = decide(raw, event_list, n, half, 0, out, out_half, verdicts)
-            epoch = cycle.epoch
-            for m, code in enumerate(ffi.unpack(out, k)):
-                ev = events[code]
-                ev.handler(ev)
-                if cycle.epoch != epoch:
-                    half = out_half[m] + 1
-                    break
-            else:
-                return
+        The loop does no per-event bookkeeping. Instead, whatever may change a
+        verdict (get, free or close a connection, add or delete an event) calls
+        ``cycle.on_change``, which is :meth:`_changed` while this runs: it cuts the
+        rest of the list off, so that the loop ends when the current handler returns,
+        and the rest of the batch is decided again from the next half-event.
+        """
+        handlers, events = cycle.handlers, cycle.events_by_code
+        self.codes = codes = ffi.unpack(self.out, k)
+        self.iterator = iterator = iter(codes)
+        self.resume = -1
+        cycle.on_change = self._changed
+        try:
+            while True:
+                for code in iterator:
+                    handlers[code](events[code])
+                if self.resume < 0:
+                    return
+                k = lib.ngxffi_epoll_decide(
+                    cycle.raw, self.resume, 0, cycle.trace is not None
+                )
+                self.codes = codes = ffi.unpack(self.out, k)
+                self.iterator = iterator = iter(codes)
+                self.resume = -1
+        finally:
+            cycle.on_change = None
 
-    def _post(self, cycle: Cycle, n: int, verdicts: object) -> None:
+    def _changed(self) -> None:
+        """A handler changed the pool or a registration: stop the loop after it and
+        resume deciding from the half-event after the current one. The position comes
+        from the list iterator itself (``length_hint`` is what is left)."""
+        if self.resume >= 0:
+            return  # already cut; one re-decision after the handler is enough
+        codes = self.codes
+        position = len(codes) - length_hint(self.iterator)  # entries started so far
+        if position == 0:
+            return
+        resume = self.out_half[position - 1] + 1
+        if resume < 2 * self.cycle.raw.batch_n:
+            del codes[position:]
+            self.resume = resume
+
+    def _post(self, cycle: Cycle, k: int) -> None:
         """POST_EVENTS: no handler runs during the batch, so one decision stands."""
-        k = lib.ngxffi_epoll_decide(
-            cycle.raw, self.event_list, n, 0, 1, self.out, self.out_half, verdicts
-        )
         events = cycle.events_by_code
         for code in ffi.unpack(self.out, k):
             if code & ACCEPT_QUEUE:
@@ -306,8 +345,8 @@ class EpollModule:
             else:
                 post_event(events[code], cycle.posted_events)
 
-    def _log_invalid(self, cycle: Cycle, n: int) -> None:
-        for i in range(n):
+    def _log_invalid(self, cycle: Cycle) -> None:
+        for i in range(cycle.raw.batch_n):
             tag = self.event_list[i].data.u64
             if lib.ngxffi_tag_slot(cycle.raw, tag) < 0:
                 log_error(
@@ -317,9 +356,9 @@ class EpollModule:
                     "skipped",
                 )
 
-    def _report(self, cycle: Cycle, n: int) -> None:
+    def _report(self, cycle: Cycle) -> None:
         assert cycle.trace is not None
-        for i in range(n):
+        for i in range(cycle.raw.batch_n):
             tag = int(self.event_list[i].data.u64)
             slot = lib.ngxffi_tag_slot(cycle.raw, tag)
             cycle.trace(
