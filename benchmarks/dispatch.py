@@ -127,8 +127,8 @@ def main() -> str:
     for name in CASES:
         base, idle = results[0][name], results[IDLE][name]
         lines.append(
-            f"| {name} | {base:.1f} | {base / results[0][ours]:.2f}× | {idle:.1f} | "
-            f"{idle / results[IDLE][ours]:.2f}× |"
+            f"| {name} | {base:.1f} | {base / results[0][ours]:.2f}x | {idle:.1f} | "
+            f"{idle / results[IDLE][ours]:.2f}x |"
         )
     growth = results[IDLE][ours] / results[0][ours] - 1
     lines.append("")

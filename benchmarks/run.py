@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import dispatch
 import syscalls
 
 RESULTS = Path(__file__).parent / "results"
@@ -31,6 +32,10 @@ def main() -> None:
     report = "\n".join(
         [
             f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}; command: `make bench`",
+            "",
+            "### Dispatch: one loop iteration, 100 ready fds (benchmarks/dispatch.py)",
+            "",
+            dispatch.main(),
             "",
             "### Binding: per-call cost (benchmarks/syscalls.py)",
             "",

@@ -24,6 +24,8 @@ def test_every_example_is_covered() -> None:
     assert {p.name for p in EXAMPLES.glob("*.py")} == {
         "edge_vs_level.py",
         "dup_trap.py",
+        "echo_server.py",
+        "stale_events.py",
     }
 
 
@@ -39,3 +41,22 @@ def test_dup_trap() -> None:
     assert "1 event(s)" in out
     assert "Bad file descriptor" in out and "No such file or directory" in out
     assert "after closing the dup too: 0 event(s)" in out
+
+
+def test_echo_server() -> None:
+    out = run("echo_server.py")
+    assert "20/20 clients got all 50 messages echoed" in out
+
+
+def test_stale_events() -> None:
+    out = run("stale_events.py")
+    assert "A's handler closes B" in out
+    lines = out.splitlines()
+    trace = lines[lines.index("the trace of that batch:") + 1 :]
+    assert [line.split("instance ")[1].split(": ", 1)[1] for line in trace] == [
+        "dispatched",
+        "dispatched",
+        "stale: closed",
+        "stale: reused",
+    ]
+    assert "handler of B runs" not in out and "handler of C runs" not in out
