@@ -67,6 +67,8 @@ if TYPE_CHECKING:
 EPOLLIN_RDHUP: int = lib.EPOLLIN | lib.EPOLLRDHUP
 ACCEPT_QUEUE: int = lib.NGXFFI_ACCEPT_QUEUE
 BATCH_INVALID: int = lib.NGXFFI_BATCH_INVALID
+decide = lib.ngxffi_epoll_decide
+unpack = ffi.unpack
 _MAX_UINT32 = 0xFFFFFFFF
 
 
@@ -84,6 +86,7 @@ class EpollModule:
         self.notify_fd = -1
         self.use_epoll_rdhup = False
         self.notify_handler: Handler = no_handler
+        self._on_change = self._changed  # bound once: installed on every batch
 
     # --- init / done ------------------------------------------------------------------
 
@@ -301,23 +304,18 @@ class EpollModule:
         rest of the list off, so that the loop ends when the current handler returns,
         and the rest of the batch is decided again from the next half-event.
         """
-        handlers, events = cycle.handlers, cycle.events_by_code
-        self.codes = codes = ffi.unpack(self.out, k)
-        self.iterator = iterator = iter(codes)
-        self.resume = -1
-        cycle.on_change = self._changed
+        handlers, events, out = cycle.handlers, cycle.events_by_code, self.out
+        cycle.on_change = self._on_change
         try:
             while True:
+                self.resume = -1
+                self.codes = codes = unpack(out, k)
+                self.iterator = iterator = iter(codes)
                 for code in iterator:
                     handlers[code](events[code])
                 if self.resume < 0:
                     return
-                k = lib.ngxffi_epoll_decide(
-                    cycle.raw, self.resume, 0, cycle.trace is not None
-                )
-                self.codes = codes = ffi.unpack(self.out, k)
-                self.iterator = iterator = iter(codes)
-                self.resume = -1
+                k = decide(cycle.raw, self.resume, 0, cycle.trace is not None)
         finally:
             cycle.on_change = None
 
