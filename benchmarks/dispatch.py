@@ -10,7 +10,9 @@ event:
 * raw ``select.epoll.poll(0)`` then a dict lookup ``handlers[fd](fd, mask)``.
 
 Then the same with 10,000 extra idle registered connections (eventfds that never
-fire) in every contender. Rounds are interleaved; the table gives medians.
+fire) in every contender. Rounds are interleaved; the table gives medians. The last
+row is the floor every contender pays: the bare ``epoll_wait`` syscall returning the
+same 100 events, with nothing read from them.
 """
 
 from __future__ import annotations
@@ -83,10 +85,24 @@ def epoll_case(ready: list[int], idle: list[int]) -> tuple[Callable[[], object],
     return iteration, ep
 
 
+def syscall_case(ready: list[int], idle: list[int]) -> tuple[Callable[[], object], Any]:
+    ep = nos.epoll_create1()
+    for fd in ready + idle:
+        nos.epoll_ctl(ep, lib.EPOLL_CTL_ADD, fd, lib.EPOLLIN)
+    events = nos.new_events(512)
+
+    class Owner:
+        def close(self) -> None:
+            nos.close(ep)
+
+    return lambda: lib.epoll_wait(ep, events, 512, 0), Owner()
+
+
 CASES = {
     "ngxffi process_events": ngxffi_case,
     "selectors.EpollSelector": selectors_case,
     "select.epoll + dict": epoll_case,
+    "(floor: epoll_wait syscall only)": syscall_case,
 }
 
 
