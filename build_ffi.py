@@ -325,6 +325,8 @@ int ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op, ngx_connection_t 
 int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace);
 int ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace);
 int ngxffi_poll_ready(const struct pollfd *list, int n, int32_t *out);
+void ngxffi_epoll_events(const struct epoll_event *list, int n, int32_t *fds,
+                         uint32_t *masks);
 """
 
 EVENT_CORE_SOURCE = """
@@ -566,6 +568,22 @@ static int ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int tra
     if (n <= 0) return n;
     k = ngxffi_epoll_decide(cy, 0, post, trace);
     return cy->invalid_events == invalid ? k : k | NGXFFI_BATCH_INVALID;
+}
+
+/* For ngxffi.selector: each event's fd (its data) and the selectors module's mask,
+   computed as EpollSelector.select does: EVENT_WRITE (2) for anything but EPOLLIN,
+   EVENT_READ (1) for anything but EPOLLOUT. */
+static void ngxffi_epoll_events(const struct epoll_event *list, int n, int32_t *fds,
+                                uint32_t *masks)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        uint32_t e = list[i].events;
+        fds[i] = (int32_t) list[i].data.u64;
+        masks[i] = ((e & ~(uint32_t) EPOLLIN) ? 2 : 0)
+                   | ((e & ~(uint32_t) EPOLLOUT) ? 1 : 0);
+    }
 }
 
 /* The indexes of the pollfd entries with revents, for ngx_poll_process_events. */

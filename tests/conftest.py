@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -100,3 +103,51 @@ def attach(fds: list[int]) -> Callable[[Cycle], tuple[Connection, int]]:
         return c, b
 
     return _attach
+
+
+# --- signals ------------------------------------------------------------------
+
+
+class Signaller:
+    """Sends SIGUSR1 to the main thread from a helper thread.
+
+    Not SIGALRM/setitimer: pytest-timeout owns those. pthread_kill aims at the main
+    thread, so that it is the main thread's syscall that the signal interrupts.
+    """
+
+    def __init__(self) -> None:
+        self.fired: list[float] = []
+        self.on_signal: Callable[[], None] = lambda: None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.fired.append(time.monotonic())
+        self.on_signal()
+
+    def start(self, interval: float, times: int = 1_000_000) -> None:
+        main = threading.main_thread().ident
+        assert main is not None
+
+        def send() -> None:
+            for _ in range(times):
+                if self._stop.wait(interval):
+                    return
+                signal.pthread_kill(main, signal.SIGUSR1)
+
+        self._thread = threading.Thread(target=send, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+@pytest.fixture
+def signaller() -> Iterator[Signaller]:
+    s = Signaller()
+    old = signal.signal(signal.SIGUSR1, s.handler)
+    yield s
+    s.stop()
+    signal.signal(signal.SIGUSR1, old)
