@@ -16,6 +16,7 @@ the global policy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Coroutine, Iterator, Mapping
 from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
@@ -123,10 +124,9 @@ class NgxSelector(BaseSelector):
             key = self._fd_to_key.pop(self._fileobj_lookup(fileobj))
         except KeyError:
             raise KeyError(f"{fileobj!r} is not registered") from None
-        try:
+        # OSError: the fd was closed (or closed and reused) since it was registered
+        with contextlib.suppress(OSError):
             self._ctl(lib.EPOLL_CTL_DEL, key.fd, 0)
-        except OSError:
-            pass  # the fd was closed (or closed and reused) since it was registered
         return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> SelectorKey:
@@ -183,7 +183,7 @@ class NgxSelector(BaseSelector):
                 ready.append((key, mask & key.events))
         return ready
 
-    # --- the rest of the selectors API -------------------------------------------------
+    # --- the rest of the selectors API ---------------------------------------------
 
     def fileno(self) -> int:
         return self._epfd
