@@ -325,8 +325,8 @@ int ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op, ngx_connection_t 
 int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace);
 int ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace);
 int ngxffi_poll_ready(const struct pollfd *list, int n, int32_t *out);
-void ngxffi_epoll_events(const struct epoll_event *list, int n, int32_t *fds,
-                         uint32_t *masks);
+int ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents, int timeout,
+                        int32_t *codes);
 """
 
 EVENT_CORE_SOURCE = """
@@ -570,20 +570,21 @@ static int ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int tra
     return cy->invalid_events == invalid ? k : k | NGXFFI_BATCH_INVALID;
 }
 
-/* For ngxffi.selector: each event's fd (its data) and the selectors module's mask,
-   computed as EpollSelector.select does: EVENT_WRITE (2) for anything but EPOLLIN,
-   EVENT_READ (1) for anything but EPOLLOUT. */
-static void ngxffi_epoll_events(const struct epoll_event *list, int n, int32_t *fds,
-                                uint32_t *masks)
+/* For ngxffi.selector: epoll_wait, then each event as fd << 2 | the selectors
+   module's mask, computed as EpollSelector.select does: EVENT_WRITE (2) for anything
+   but EPOLLIN, EVENT_READ (1) for anything but EPOLLOUT. -1 and errno on failure. */
+static int ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents,
+                               int timeout, int32_t *codes)
 {
-    int i;
+    int i, n = epoll_wait(ep, list, maxevents, timeout);
 
     for (i = 0; i < n; i++) {
         uint32_t e = list[i].events;
-        fds[i] = (int32_t) list[i].data.u64;
-        masks[i] = ((e & ~(uint32_t) EPOLLIN) ? 2 : 0)
+        codes[i] = ((int32_t) list[i].data.u64 << 2)
+                   | ((e & ~(uint32_t) EPOLLIN) ? 2 : 0)
                    | ((e & ~(uint32_t) EPOLLOUT) ? 1 : 0);
     }
+    return n;
 }
 
 /* The indexes of the pollfd entries with revents, for ngx_poll_process_events. */

@@ -5,8 +5,8 @@ observable respect — return values, exceptions, the read-only map, ``modify`` 
 data alone not touching the kernel, ``unregister`` of an fd closed since, timeouts
 rounded up to the millisecond, EINTR retried with the remaining time (PEP 475) — but
 it owns its epoll instance and its ``struct epoll_event`` array through ngxffi's
-binding instead of the ``select`` module, and reads each batch with one C call
-(``ngxffi_epoll_events``) instead of building a list of tuples.
+binding instead of the ``select`` module, and waits and reads each batch with one C
+call (``ngxffi_epoll_select``) instead of building a list of tuples.
 
 ``new_event_loop()`` is an ``asyncio.SelectorEventLoop`` on it, ``EventLoopPolicy``
 makes every new loop one, and ``run(coro)`` runs a coroutine on one without touching
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Coroutine, Iterator, Mapping
 from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
 from typing import Any, TypeVar
@@ -29,6 +30,8 @@ T = TypeVar("T")
 
 _EPOLLIN: int = lib.EPOLLIN
 _EPOLLOUT: int = lib.EPOLLOUT
+_select = lib.ngxffi_epoll_select
+_unpack = ffi.unpack
 
 
 def _fileobj_to_fd(fileobj: Any) -> int:
@@ -79,8 +82,7 @@ class NgxSelector(BaseSelector):
         self._map: _SelectorMapping | None = _SelectorMapping(self)
         self._epfd = nos.epoll_create1()
         self._events = nos.new_events(64)
-        self._fds = ffi.new("int32_t[]", 64)
-        self._masks = ffi.new("uint32_t[]", 64)
+        self._codes = ffi.new("int32_t[]", 64)  # fd << 2 | EVENT_* per ready fd
 
     # --- registration ------------------------------------------------------------
 
@@ -156,8 +158,7 @@ class NgxSelector(BaseSelector):
             while size < n:
                 size *= 2
             self._events = nos.new_events(size)
-            self._fds = ffi.new("int32_t[]", size)
-            self._masks = ffi.new("uint32_t[]", size)
+            self._codes = ffi.new("int32_t[]", size)
 
     # --- selection -----------------------------------------------------------------
 
@@ -169,19 +170,37 @@ class NgxSelector(BaseSelector):
         else:
             # millisecond resolution: round away from zero to wait *at least* timeout
             timeout_ms = math.ceil(timeout * 1e3)
-        self._check_open()
-        max_ev = max(len(self._fd_to_key), 1)
-        n = nos.epoll_wait(self._epfd, self._events, timeout_ms, max_ev)
-        lib.ngxffi_epoll_events(self._events, n, self._fds, self._masks)
+        epfd = self._epfd
+        if epfd < 0:
+            self._check_open()
+        max_ev = len(self._fd_to_key) or 1
+        start = time.monotonic() if timeout_ms > 0 else 0.0
+        n = _select(epfd, self._events, max_ev, timeout_ms, self._codes)
+        if n < 0:
+            n = self._select_again(start, timeout_ms, max_ev)
         ready = []
         fd_to_key = self._fd_to_key
-        for fd, mask in zip(
-            ffi.unpack(self._fds, n), ffi.unpack(self._masks, n), strict=True
-        ):
-            key = fd_to_key.get(fd)
+        for code in _unpack(self._codes, n):
+            key = fd_to_key.get(code >> 2)
             if key:
-                ready.append((key, mask & key.events))
+                ready.append((key, code & 3 & key.events))
         return ready
+
+    def _select_again(self, start: float, timeout_ms: int, max_ev: int) -> int:
+        """The slow path: EINTR is retried with what remains of the timeout (the
+        pending signal handlers have run by now, and their exceptions propagate);
+        any other error raises."""
+        remaining = timeout_ms
+        while True:
+            err = ffi.errno
+            if err != lib.EINTR:
+                raise nos.error("epoll_wait", err)
+            if timeout_ms > 0:
+                elapsed = math.floor((time.monotonic() - start) * 1e3)
+                remaining = max(0, timeout_ms - elapsed)
+            n: int = _select(self._epfd, self._events, max_ev, remaining, self._codes)
+            if n >= 0:
+                return n
 
     # --- the rest of the selectors API ---------------------------------------------
 
