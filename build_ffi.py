@@ -506,7 +506,7 @@ static int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace
         ngx_event_t *ev;
 
         if (c == NULL) {
-            if (!write) cy->invalid_events++;
+            if (!write && from == 0) cy->invalid_events++;  /* once per batch */
             if (verdicts) verdicts[h] = NGXFFI_INVALID;
             continue;
         }

@@ -19,28 +19,33 @@ def epoll_rdhup() -> bool:
     end of a socketpair edge-triggered for EPOLLIN|EPOLLRDHUP, close the other end and
     look at what comes back. Differs: uses a throw-away epoll instance of its own.
     """
-    ep = os.epoll_create1()
-    a, b = os.socketpair()
+    fds: list[int] = []  # whatever is open, closed whatever happens
     try:
+        ep = os.epoll_create1()
+        fds.append(ep)
+        a, b = os.socketpair()
+        fds += (a, b)
         os.epoll_ctl(
             ep, lib.EPOLL_CTL_ADD, a, lib.EPOLLET | lib.EPOLLIN | lib.EPOLLRDHUP
         )
+        fds.remove(b)
         os.close(b)
-        b = -1
         events = os.new_events(1)
         n = os.epoll_wait(ep, events, 0)
         return n == 1 and bool(events[0].events & lib.EPOLLRDHUP)
     finally:
-        for fd in (a, b, ep):
-            if fd >= 0:
-                os.close(fd)
+        for fd in fds:
+            os.close(fd)
 
 
 def epoll_exclusive() -> bool:
     """Whether EPOLLEXCLUSIVE is accepted (Linux 4.5+); older kernels say EINVAL."""
-    ep = os.epoll_create1()
-    efd = os.eventfd()
+    fds: list[int] = []
     try:
+        ep = os.epoll_create1()
+        fds.append(ep)
+        efd = os.eventfd()
+        fds.append(efd)
         os.epoll_ctl(ep, lib.EPOLL_CTL_ADD, efd, lib.EPOLLIN | lib.EPOLLEXCLUSIVE)
         return True
     except OSError as e:
@@ -48,8 +53,8 @@ def epoll_exclusive() -> bool:
             return False
         raise
     finally:
-        os.close(efd)
-        os.close(ep)
+        for fd in fds:
+            os.close(fd)
 
 
 def accept4() -> bool:

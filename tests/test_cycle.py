@@ -105,13 +105,15 @@ def test_close_connection_in_nginx_order(cycle: Cycle, attach: Attach) -> None:
     cycle.actions.add(c.read, lib.EPOLLIN | lib.EPOLLRDHUP, 0)
     cycle.timers.add_timer(c.read, 1000)
     cycle.timers.add_timer(c.write, 1000)
+    post_event(c.read, cycle.posted_accept_events)
     post_event(c.write, cycle.posted_events)
     cycle.reusable_connection(c, True)
     cycle.close_connection(c)
     assert c.raw.fd == -1
     assert not c.read.timer_set and not c.write.timer_set and len(cycle.timers) == 0
     assert not c.read.active
-    assert not c.write.posted and not cycle.posted_events
+    assert not c.read.posted and not c.write.posted
+    assert not cycle.posted_events and not cycle.posted_accept_events
     assert c.read.closed and c.write.closed
     assert not c.reusable and not cycle.reusable_connections_queue
     assert cycle.free_connection_n == 16
@@ -194,3 +196,52 @@ def test_repr_and_context_manager_close_the_kernel_objects() -> None:
     with pytest.raises(OSError):
         nos.get_status_flags(ep)
     cy.close()  # idempotent
+
+
+def test_drain_starts_exactly_at_one_sixteenth() -> None:
+    with Cycle(32, use="poll") as cy:
+        drained: list[int] = []
+
+        def idle(ev: object) -> None:
+            c = ev.data  # type: ignore[attr-defined]
+            drained.append(c.index)
+            cy.close_connection(c)
+
+        conns = [cy.get_connection(nos.eventfd()) for _ in range(29)]
+        assert all(conns) and cy.free_connection_n == 3
+        first = conns[0]
+        assert first is not None
+        first.read.handler = idle
+        cy.reusable_connection(first, True)
+        assert cy.get_connection(nos.eventfd()) is not None  # 3 free > 32/16: no drain
+        assert drained == []
+        assert cy.get_connection(nos.eventfd()) is not None  # 2 free: drain
+        assert drained == [first.index]
+        for c in cy.connections:
+            if c.raw.fd != -1:
+                cy.close_connection(c)
+
+
+def test_drain_tries_the_last_one_again_when_nothing_was_freed() -> None:
+    """ngx_drain_connections: a first call may only start a lingering close; with no
+    free slot at all the same connection's handler is called once more."""
+    with Cycle(16, use="poll") as cy:
+        conns = [cy.get_connection(nos.eventfd()) for _ in range(16)]
+        assert all(conns) and cy.free_connection_n == 0
+        lingering = conns[0]
+        assert lingering is not None
+        calls: list[int] = []
+
+        def linger_then_close(ev: object) -> None:
+            calls.append(1)
+            if len(calls) == 2:
+                cy.close_connection(lingering)
+
+        lingering.read.handler = linger_then_close
+        cy.reusable_connection(lingering, True)
+        fd = nos.eventfd()
+        assert cy.get_connection(fd) is lingering
+        assert len(calls) == 2
+        for c in cy.connections:
+            if c.raw.fd != -1:
+                cy.close_connection(c)

@@ -92,6 +92,7 @@ def test_closed_and_reused_in_the_batch(
         new = cy.get_connection(nos.eventfd())
         assert new is other  # LIFO: the same slot, instance flipped
         new.read.handler = lambda ev: pytest.fail("stale event reached the new user")
+        handle_read_event(new.read)  # registered: only the stale check stops it
         reused.append(new)
 
     two_readable(cy, attach, close_and_reuse)

@@ -97,7 +97,11 @@ class Cycle:
         self.module = MODULES[use](self, events)
         self.module.init(self)  # installs self.actions and self.event_flags
         if timer_resolution:
-            self._start_timer_resolution(timer_resolution)
+            try:
+                self._start_timer_resolution(timer_resolution)
+            except BaseException:
+                self.actions.done(self)
+                raise
 
     def _allocate(self, n: int, strong_tags: bool) -> None:
         """The three arrays, the C cycle state and one proxy per slot and event."""
@@ -136,6 +140,8 @@ class Cycle:
         """Take a free slot for socket ``s``; None (and nginx's alert) when there is
         none. Imitates ngx_get_connection: drain first, then pop the free list head,
         zero the connection and both events, flip their instance bit."""
+        if s < 0:
+            raise ValueError(f"invalid file descriptor: {s}")
         files = self.files
         if files is not None and s >= len(files):
             log_error(
@@ -150,13 +156,26 @@ class Cycle:
             log_error(ALERT, f"{self.connection_n} worker_connections are not enough")
             return None
         c: Connection = self.connections[slot]
-        c.reset()
-        c.read.handler = c.write.handler = no_handler
+        self._forget(c)
         if files is not None and files[s] is None:
             files[s] = c
         if self.on_change is not None:
             self.on_change()
         return c
+
+    def _forget(self, c: Connection) -> None:
+        """Clear the Python side of a slot that get_connection just zeroed in C: a
+        slot freed without close_connection may still sit in the timer heap, a
+        posted queue or the reusable queue, and must not take that into its new life
+        (nginx would corrupt its rbtree and queues there)."""
+        c.reset()
+        for ev in (c.read, c.write):
+            if ev.timer_seq >= 0:
+                self.timers.del_timer(ev)
+            if ev.posted_in is not None:
+                delete_posted_event(ev)
+            ev.handler = no_handler
+        self.reusable_connections_queue.pop(c, None)
 
     def free_connection(self, c: Connection) -> None:
         """Return ``c`` to the free list head (LIFO). Imitates ngx_free_connection;
@@ -220,7 +239,7 @@ class Cycle:
         drain_connections may close. Imitates ngx_reusable_connection."""
         raw = c.raw
         if raw.reusable:
-            del self.reusable_connections_queue[c]
+            self.reusable_connections_queue.pop(c, None)
         raw.reusable = int(reusable)
         if reusable:
             self.reusable_connections_queue[c] = None

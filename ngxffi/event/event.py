@@ -50,6 +50,7 @@ UPDATE_TIME = 1
 POST_EVENTS = 2
 
 TIMER_INFINITE = -1  # NGX_TIMER_INFINITE, which epoll_wait and poll read as "forever"
+TIMER_MAX = 0x7FFFFFFF  # the longest wait epoll_wait and poll take (an int of ms)
 OK = 0
 ERROR = -1
 

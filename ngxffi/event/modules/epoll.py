@@ -48,6 +48,7 @@ from ngxffi.event.event import (
     POST_EVENTS,
     READ_EVENT,
     TIMER_INFINITE,
+    TIMER_MAX,
     UPDATE_TIME,
     USE_CLEAR_EVENT,
     USE_EPOLL_EVENT,
@@ -93,6 +94,13 @@ class EpollModule:
     def init(self, cycle: Cycle) -> None:
         """Create the epoll instance and event list, probe EPOLLRDHUP, set up notify,
         install the actions. Imitates ngx_epoll_init."""
+        try:
+            self._init(cycle)
+        except BaseException:
+            self.done(cycle)  # no epoll fd or eventfd left behind
+            raise
+
+    def _init(self, cycle: Cycle) -> None:
         self.ep = nos.epoll_create1()
         n = self.nevents
         # owned here, pointed to by the C cycle state for the per-batch calls
@@ -157,6 +165,8 @@ class EpollModule:
     def done(self, cycle: Cycle) -> None:
         """Close the epoll instance and the eventfd. Imitates ngx_epoll_done."""
         cycle.raw.notify = ffi.NULL
+        cycle.raw.ep = -1
+        cycle.raw.batch_n = 0
         for fd in (self.ep, self.notify_fd):
             if fd >= 0:
                 nos.close(fd)
@@ -259,6 +269,12 @@ class EpollModule:
         """Wait up to ``timer`` ms and handle what the kernel returns: call the handlers
         inline, or post them (accept events to their own queue) with POST_EVENTS.
         Imitates ngx_epoll_process_events; see the module docstring for how."""
+        if self.ep < 0:
+            raise ValueError("process_events() on a closed cycle")
+        if cycle.on_change is not None:
+            raise RuntimeError("process_events() called from a handler")
+        if timer > TIMER_MAX:
+            timer = TIMER_MAX  # epoll_wait takes an int
         raw = cycle.raw
         post = flags & POST_EVENTS
         k = lib.ngxffi_epoll_process(raw, timer, post, cycle.trace is not None)
@@ -316,23 +332,38 @@ class EpollModule:
                 if self.resume < 0:
                     return
                 k = decide(cycle.raw, self.resume, 0, cycle.trace is not None)
+        except BaseException:
+            self._post_rest(cycle)
+            raise
         finally:
             cycle.on_change = None
 
+    def _next_half(self) -> int:
+        """The half-event after the one whose handler is running (the list iterator
+        knows how far it got: ``length_hint`` is what is left)."""
+        position = len(self.codes) - length_hint(self.iterator)
+        return int(self.out_half[position - 1]) + 1 if position else 0
+
     def _changed(self) -> None:
         """A handler changed the pool or a registration: stop the loop after it and
-        resume deciding from the half-event after the current one. The position comes
-        from the list iterator itself (``length_hint`` is what is left)."""
+        resume deciding from the half-event after the current one."""
         if self.resume >= 0:
             return  # already cut; one re-decision after the handler is enough
-        codes = self.codes
-        position = len(codes) - length_hint(self.iterator)  # entries started so far
-        if position == 0:
-            return
-        resume = self.out_half[position - 1] + 1
+        resume = self._next_half()
         if resume < 2 * self.cycle.raw.batch_n:
-            del codes[position:]
+            del self.codes[len(self.codes) - length_hint(self.iterator) :]
             self.resume = resume
+
+    def _post_rest(self, cycle: Cycle) -> None:
+        """A handler raised: the events after it were already marked ready and, being
+        edge-triggered, will not be reported again, so post them to posted_next (the
+        next turn runs them without waiting) before the exception propagates."""
+        resume = self.resume if self.resume >= 0 else self._next_half()
+        if resume < 2 * cycle.raw.batch_n:
+            k = decide(cycle.raw, resume, 0, cycle.trace is not None)
+            events = cycle.events_by_code
+            for code in unpack(self.out, k):
+                post_event(events[code], cycle.posted_next_events)
 
     def _post(self, cycle: Cycle, k: int) -> None:
         """POST_EVENTS: no handler runs during the batch, so one decision stands."""

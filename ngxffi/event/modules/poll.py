@@ -20,6 +20,7 @@ from ngxffi.event.event import (
     OK,
     READ_EVENT,
     TIMER_INFINITE,
+    TIMER_MAX,
     UPDATE_TIME,
     USE_FD_EVENT,
     USE_LEVEL_EVENT,
@@ -114,7 +115,9 @@ class PollModule:
             last = self.nevents
             if raw.index < last:
                 self.event_list[raw.index] = self.event_list[last]
-                moved = self.cycle.files[self.event_list[last].fd]  # type: ignore[index]
+                fd = self.event_list[last].fd
+                files = self.cycle.files
+                moved = files[fd] if files is not None and fd >= 0 else None
                 if moved is None or moved.raw.fd == -1:
                     log_error(ALERT, f"unexpected last event on fd:{c.raw.fd}")
                 else:
@@ -128,6 +131,8 @@ class PollModule:
     def process_events(self, cycle: Cycle, timer: int, flags: int) -> int:
         """poll(), then post every reported event: accept events to the accept queue,
         the rest to the posted queue. Imitates ngx_poll_process_events."""
+        if timer > TIMER_MAX:
+            timer = TIMER_MAX  # poll takes an int
         ready = lib.poll(self.event_list, self.nevents, timer)
         err = ffi.errno if ready == -1 else 0
         if flags & UPDATE_TIME or cycle.timer_alarm:
