@@ -21,6 +21,12 @@ A table of small actions over one epoll instance:
   returns, so the stale checks happen exactly where nginx makes them — including the
   write side's re-check after the read handler.
 
+A handler that raises does not lose the rest of its batch: those events, already
+marked ready and edge-triggered, are posted to ``posted_next`` before the exception
+propagates, so the next turn runs them without waiting. ``process_events`` refuses to
+run on a closed cycle (ValueError) or from inside a handler (RuntimeError), and caps
+the wait at INT_MAX ms.
+
 Deliberate differences: ``ready``, ``available`` and ``pending_eof`` of the events later
 in a batch are set when the batch is decided, before the earlier handlers run; nginx
 sets them just before each handler. A handler that clears another connection's
