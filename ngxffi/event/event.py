@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ngxffi._ngx import ffi, lib
 from ngxffi.core.cfield import cfield
-from ngxffi.core.log import ALERT, log_error
+from ngxffi.core.log import ALERT, INFO, log_error
 from ngxffi.event.posted import event_move_posted_next, event_process_posted
 
 if TYPE_CHECKING:
@@ -177,34 +177,50 @@ def handle_read_event(rev: Event, flags: int = 0) -> None:
     """Make sure a read event will be reported. Imitates ngx_handle_read_event:
     edge-triggered methods add it once (when neither active nor ready) and never remove
     it; level-triggered ones also remove it while it is ready, so that it does not
-    fire again before the handler has consumed the data."""
-    cycle = rev.cycle
-    raw = rev.raw
-    if cycle.event_flags & USE_CLEAR_EVENT:
-        if not raw.active and not raw.ready:
-            cycle.actions.add(rev, READ_EVENT, CLEAR_EVENT)
-        return
-    if cycle.event_flags & USE_LEVEL_EVENT:
-        if not raw.active and not raw.ready:
-            cycle.actions.add(rev, READ_EVENT, LEVEL_EVENT)
-        elif raw.active and (raw.ready or flags & CLOSE_EVENT):
-            cycle.actions.delete(rev, READ_EVENT, LEVEL_EVENT | flags)
+    fire again before the handler has consumed the data (or, with CLOSE_EVENT in
+    ``flags``, because the connection is about to close)."""
+    _handle_event(rev, READ_EVENT, flags & CLOSE_EVENT)
 
 
 def handle_write_event(wev: Event) -> None:
     """The write-side twin of :func:`handle_read_event`. Imitates
     ngx_handle_write_event. Differs: no ``lowat`` (Linux cannot set SO_SNDLOWAT)."""
-    cycle = wev.cycle
-    raw = wev.raw
+    _handle_event(wev, WRITE_EVENT, 0)
+
+
+def _handle_event(ev: Event, event: int, close: int) -> None:
+    cycle = ev.cycle
+    raw = ev.raw
     if cycle.event_flags & USE_CLEAR_EVENT:
         if not raw.active and not raw.ready:
-            cycle.actions.add(wev, WRITE_EVENT, CLEAR_EVENT)
+            cycle.actions.add(ev, event, CLEAR_EVENT)
         return
     if cycle.event_flags & USE_LEVEL_EVENT:
         if not raw.active and not raw.ready:
-            cycle.actions.add(wev, WRITE_EVENT, LEVEL_EVENT)
-        elif raw.active and raw.ready:
-            cycle.actions.delete(wev, WRITE_EVENT, LEVEL_EVENT)
+            cycle.actions.add(ev, event, LEVEL_EVENT)
+        elif raw.active and (raw.ready or close):
+            cycle.actions.delete(ev, event, LEVEL_EVENT | close)
+
+
+def wait_result(cycle: Cycle, call: str, timer: int, err: int) -> int:
+    """nginx's verdict on a wait (epoll_wait, poll) that failed or returned nothing:
+    EINTR is INFO, or OK when it was the timer_resolution alarm; other errors ALERT;
+    no events is OK after a timeout and an ALERT after an infinite wait. Shared by the
+    event modules (ngx_epoll_process_events, ngx_poll_process_events)."""
+    if err:
+        if err == lib.EINTR:
+            if cycle.timer_alarm:
+                cycle.timer_alarm = False
+                return OK
+            level = INFO
+        else:
+            level = ALERT
+        log_error(level, f"{call} failed", err)
+        return ERROR
+    if timer != TIMER_INFINITE:
+        return OK
+    log_error(ALERT, f"{call} returned no events without timeout")
+    return ERROR
 
 
 def process_events_and_timers(cycle: Cycle) -> None:

@@ -45,15 +45,13 @@ from typing import TYPE_CHECKING
 from ngxffi import os as nos
 from ngxffi import probe
 from ngxffi._ngx import ffi, lib
-from ngxffi.core.log import ALERT, INFO, log_error
+from ngxffi.core.log import ALERT, log_error
 from ngxffi.event.event import (
     CLOSE_EVENT,
-    ERROR,
     EXCLUSIVE_EVENT,
     OK,
     POST_EVENTS,
     READ_EVENT,
-    TIMER_INFINITE,
     TIMER_MAX,
     UPDATE_TIME,
     USE_CLEAR_EVENT,
@@ -63,6 +61,7 @@ from ngxffi.event.event import (
     EventActions,
     Handler,
     no_handler,
+    wait_result,
 )
 from ngxffi.event.posted import post_event
 from ngxffi.event.trace import VERDICTS, TraceRecord
@@ -288,7 +287,7 @@ class EpollModule:
         if flags & UPDATE_TIME or cycle.timer_alarm:
             cycle.time_update()
         if k <= 0 and raw.batch_n == 0:
-            return self._nothing(cycle, timer, err)
+            return wait_result(cycle, "epoll_wait()", timer, err)
         if k & BATCH_INVALID:
             k &= ~BATCH_INVALID
             self._log_invalid(cycle)
@@ -299,23 +298,6 @@ class EpollModule:
         if cycle.trace is not None:
             self._report(cycle)
         return OK
-
-    def _nothing(self, cycle: Cycle, timer: int, err: int) -> int:
-        """epoll_wait failed or returned no events: nginx's verdicts on that."""
-        if err:
-            if err == lib.EINTR:
-                if cycle.timer_alarm:
-                    cycle.timer_alarm = False
-                    return OK
-                level = INFO
-            else:
-                level = ALERT
-            log_error(level, "epoll_wait() failed", err)
-            return ERROR
-        if timer != TIMER_INFINITE:
-            return OK
-        log_error(ALERT, "epoll_wait() returned no events without timeout")
-        return ERROR
 
     def _dispatch(self, cycle: Cycle, k: int) -> None:
         """Call the handlers of a decided batch, in order.

@@ -14,18 +14,17 @@ from typing import TYPE_CHECKING
 
 from ngxffi import os as nos
 from ngxffi._ngx import ffi, lib
-from ngxffi.core.log import ALERT, INFO, log_error
+from ngxffi.core.log import ALERT, log_error
 from ngxffi.event.event import (
-    ERROR,
     OK,
     READ_EVENT,
-    TIMER_INFINITE,
     TIMER_MAX,
     UPDATE_TIME,
     USE_FD_EVENT,
     USE_LEVEL_EVENT,
     Event,
     EventActions,
+    wait_result,
 )
 from ngxffi.event.posted import post_event
 from ngxffi.event.trace import TraceRecord
@@ -137,21 +136,8 @@ class PollModule:
         err = ffi.errno if ready == -1 else 0
         if flags & UPDATE_TIME or cycle.timer_alarm:
             cycle.time_update()
-        if err:
-            if err == lib.EINTR:
-                if cycle.timer_alarm:
-                    cycle.timer_alarm = False
-                    return OK
-                level = INFO
-            else:
-                level = ALERT
-            log_error(level, "poll() failed", err)
-            return ERROR
-        if ready == 0:
-            if timer != TIMER_INFINITE:
-                return OK
-            log_error(ALERT, "poll() returned no events without timeout")
-            return ERROR
+        if ready <= 0:
+            return wait_result(cycle, "poll()", timer, err)
 
         k = lib.ngxffi_poll_ready(self.event_list, self.nevents, self.ready_list)
         for n, i in enumerate(ffi.unpack(self.ready_list, k)):
