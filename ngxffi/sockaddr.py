@@ -118,12 +118,14 @@ def decode(sa: Any, length: int) -> Address:
     raise ValueError(f"unsupported address family {family}")
 
 
-def to_text(address: Address) -> str:
+def to_text(address: Address, port: bool = True) -> str:
     """The address as nginx's ngx_sock_ntop prints it: ``1.2.3.4:80``, ``[::1]:80``,
-    ``unix:/path``."""
+    ``unix:/path``; without the port (``$remote_addr``): ``1.2.3.4``, ``::1``."""
     if isinstance(address, tuple):
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        host = address[0]
+        if not port:
+            return host
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
     if isinstance(address, bytes):
         address = address.decode("utf-8", "backslashreplace")
     return f"unix:{address}"

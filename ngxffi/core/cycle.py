@@ -19,6 +19,7 @@ from typing import Any
 
 from ngxffi._ngx import ffi, lib
 from ngxffi.core.connection import Connection
+from ngxffi.core.listening import Listening
 from ngxffi.core.log import ALERT, CRIT, ERR, INFO, WARN, log_error
 from ngxffi.core.times import monotonic_msec
 from ngxffi.event.event import (
@@ -31,6 +32,7 @@ from ngxffi.event.event import (
     no_handler,
 )
 from ngxffi.event.posted import PostedQueue, delete_posted_event
+from ngxffi.event.stats import Stats
 from ngxffi.event.timer import EventTimers
 from ngxffi.event.trace import Trace, log_trace
 
@@ -88,6 +90,10 @@ class Cycle:
         self.accept_mutex: AcceptMutex | None = None
         self.accept_disabled = 0
         self.accept_mutex_delay = 500
+        self.multi_accept = False
+        self.listening: list[Listening] = []  # registered by event.accept.add_listening
+        self.connection_counter = 0  # ngx_connection_counter: c.number of each accept
+        self.stats = Stats()
         self.timer_resolution = timer_resolution
         self.timer_alarm = False
         self.event_flags = 0
@@ -218,6 +224,8 @@ class Cycle:
             delete_posted_event(wev)
         rev.raw.closed = 1
         wev.raw.closed = 1
+        if c.listening is not None and not rev.raw.accept:
+            self.stats.active -= 1  # an accepted one (nginx: its protocol's close)
         self.reusable_connection(c, False)
         log_error_level = raw.log_error
         self.free_connection(c)

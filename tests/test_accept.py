@@ -1,0 +1,266 @@
+"""Listening sockets and the accept path (NGINX_EVENT_CORE.md §5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ngxffi import Connection, Cycle, lib, process_events_and_timers
+from ngxffi import os as nos
+from ngxffi.core.listening import Listening, open_listening_sockets
+from ngxffi.core.log import NOTICE
+from ngxffi.event import accept
+from ngxffi.event.accept import add_listening
+
+
+@pytest.fixture
+def accepted() -> list[Connection]:
+    return []
+
+
+@pytest.fixture
+def served(accepted: list[Connection]) -> Iterator[tuple[Cycle, Listening]]:
+    """A cycle with one IPv4 listener whose handler records each connection."""
+    ls = Listening(("127.0.0.1", 0), accepted.append)
+    open_listening_sockets([ls])
+    with Cycle(8) as cy:
+        add_listening(cy, [ls])
+        yield cy, ls
+        for c in cy.connections:
+            if c.raw.fd != -1 and c.listening is not ls:
+                cy.close_connection(c)
+    ls.close()
+
+
+def port_of(ls: Listening) -> int:
+    address = nos.getsockname(ls.fd)
+    assert isinstance(address, tuple)
+    return address[1]
+
+
+def test_listening_sockets_are_opened_as_nginx_does(tmp_path: Path) -> None:
+    path = str(tmp_path / "sock")
+    listening = [
+        Listening(("127.0.0.1", 0), print, backlog=7),
+        Listening(("::1", 0), print, reuseport=True, rcvbuf=65536),
+        Listening(path, print),
+    ]
+    open_listening_sockets(listening)
+    try:
+        v4, v6, unix = listening
+        for ls in listening:
+            assert nos.get_status_flags(ls.fd) & lib.O_NONBLOCK
+            assert nos.get_cloexec(ls.fd)
+            assert nos.getsockopt(ls.fd, lib.SOL_SOCKET, lib.SO_ACCEPTCONN) == 1
+        assert nos.getsockopt(v4.fd, lib.SOL_SOCKET, lib.SO_REUSEADDR) == 1
+        assert nos.getsockopt(v6.fd, lib.SOL_SOCKET, lib.SO_REUSEPORT) == 1
+        assert nos.getsockopt(v6.fd, lib.IPPROTO_IPV6, lib.IPV6_V6ONLY) == 1
+        assert nos.getsockopt(v6.fd, lib.SOL_SOCKET, lib.SO_RCVBUF) >= 65536
+        assert v4.addr_text.startswith("127.0.0.1:") and v6.addr_text.startswith(
+            "[::1]:"
+        )
+        assert unix.addr_text == f"unix:{path}"
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666
+    finally:
+        for ls in listening:
+            ls.close()
+    assert not os.path.exists(path)  # the socket file goes with the socket
+
+
+def test_bind_in_use_is_retried_then_fails(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        free = Listening(("127.0.0.1", 0), print)
+        busy = Listening(taken.getsockname(), print)
+        with (
+            caplog.at_level(NOTICE, logger="ngxffi"),
+            pytest.raises(OSError, match="still could not bind"),
+        ):
+            open_listening_sockets([free, busy], tries=3, delay=0.01)
+    assert free.fd == -1 and busy.fd == -1  # what this call opened, it closed
+    text = caplog.text
+    assert text.count("failed (98: Address already in use)") == 3
+    assert text.count("try again to bind() after 10ms") == 3
+    assert "still could not bind()" in text
+
+
+def test_other_bind_errors_fail_at_once() -> None:
+    ls = Listening(("192.0.2.1", 0), print)  # TEST-NET-1: not a local address
+    with pytest.raises(OSError) as info:
+        open_listening_sockets([ls], delay=10)  # a retry would time the test out
+    assert info.value.errno == lib.EADDRNOTAVAIL
+
+
+def test_listeners_need_pool_slots() -> None:
+    ls = Listening(("127.0.0.1", 0), print)
+    open_listening_sockets([ls])
+    try:
+        with Cycle(1) as cy:
+            cy.get_connection(nos.eventfd())
+            with pytest.raises(
+                RuntimeError, match="1 worker_connections are not enough"
+            ):
+                add_listening(cy, [ls])
+            for c in cy.connections:
+                if c.raw.fd != -1:
+                    cy.close_connection(c)
+    finally:
+        ls.close()
+
+
+def test_accept_gives_the_handler_a_ready_connection(
+    served: tuple[Cycle, Listening], accepted: list[Connection]
+) -> None:
+    cy, ls = served
+    with socket.create_connection(("127.0.0.1", port_of(ls))) as client:
+        process_events_and_timers(cy)
+        assert len(accepted) == 1
+        c = accepted[0]
+        assert c.listening is ls and c.addr_text == "127.0.0.1"
+        assert nos.getpeername(c.fd) == client.getsockname()
+        assert nos.get_status_flags(c.fd) & lib.O_NONBLOCK and nos.get_cloexec(c.fd)
+        assert c.write.ready and not c.read.ready
+        assert (cy.stats.accepted, cy.stats.handled, cy.stats.active) == (1, 1, 1)
+        cy.close_connection(c)
+        assert cy.stats.active == 0
+        assert client.recv(10) == b""
+
+
+def test_connection_numbers_count_accepts(
+    served: tuple[Cycle, Listening], accepted: list[Connection]
+) -> None:
+    cy, ls = served
+    clients = [socket.create_connection(("127.0.0.1", port_of(ls))) for _ in range(3)]
+    while len(accepted) < 3:
+        process_events_and_timers(cy)
+    assert [c.number for c in accepted] == [0, 1, 2]
+    for s in clients:
+        s.close()
+
+
+@pytest.mark.parametrize("multi_accept", [False, True])
+def test_multi_accept(
+    served: tuple[Cycle, Listening], accepted: list[Connection], multi_accept: bool
+) -> None:
+    cy, ls = served
+    cy.multi_accept = multi_accept
+    clients = [socket.create_connection(("127.0.0.1", port_of(ls))) for _ in range(3)]
+    cy.actions.process_events(cy, 1000, 0)
+    assert len(accepted) == (3 if multi_accept else 1)
+    while len(accepted) < 3:  # level-triggered: the rest come on the next turns
+        cy.actions.process_events(cy, 1000, 0)
+    for s in clients:
+        s.close()
+
+
+def test_no_free_slot_closes_the_new_socket(accepted: list[Connection]) -> None:
+    ls = Listening(("127.0.0.1", 0), accepted.append)
+    open_listening_sockets([ls])
+    with Cycle(2) as cy:
+        add_listening(cy, [ls])
+        port = port_of(ls)
+        first = socket.create_connection(("127.0.0.1", port))
+        second = socket.create_connection(("127.0.0.1", port))
+        while cy.stats.accepted < 2:
+            process_events_and_timers(cy)
+        assert len(accepted) == 1
+        assert (cy.stats.accepted, cy.stats.handled, cy.stats.active) == (2, 1, 1)
+        second.settimeout(5)
+        assert second.recv(10) == b""  # closed cleanly by the server
+        cy.close_connection(accepted[0])
+        first.close()
+        second.close()
+    ls.close()
+
+
+def test_without_accept4_the_fd_is_made_nonblocking_and_cloexec(
+    served: tuple[Cycle, Listening], accepted: list[Connection]
+) -> None:
+    cy, ls = served
+    ev = ls.connection.read  # type: ignore[union-attr]
+    try:
+        # what an ENOSYS from accept4 does: logged, then accept() for good
+        assert accept._accept_failed(cy, ev, lib.ENOSYS) is True
+        assert accept._state.use_accept4 is False
+        with socket.create_connection(("127.0.0.1", port_of(ls))):
+            process_events_and_timers(cy)
+            c = accepted[0]
+            assert nos.get_status_flags(c.fd) & lib.O_NONBLOCK and nos.get_cloexec(c.fd)
+    finally:
+        accept._state.use_accept4 = True
+
+
+def test_connection_aborted_is_logged_and_skipped(
+    served: tuple[Cycle, Listening], caplog: pytest.LogCaptureFixture
+) -> None:
+    cy, ls = served
+    ev = ls.connection.read  # type: ignore[union-attr]
+    ev.raw.available = 1
+    assert accept._accept_failed(cy, ev, lib.ECONNABORTED) is True  # multi_accept
+    ev.raw.available = 0
+    assert accept._accept_failed(cy, ev, lib.ECONNABORTED) is False
+    assert "accept4() failed (103: Software caused connection abort)" in caplog.text
+    assert caplog.records[-1].levelname == "ERROR"
+
+
+def test_emfile_backs_off_without_spinning_and_recovers() -> None:
+    """In a child with a tiny RLIMIT_NOFILE: EMFILE removes the listener from the
+    kernel set (no busy loop: the next turns just wait), a timer of
+    accept_mutex_delay brings it back, and the waiting client is then served."""
+    code = textwrap.dedent("""
+        import json, os, resource, socket, time
+        from ngxffi import Cycle, process_events_and_timers
+        from ngxffi import os as nos
+        from ngxffi.core.listening import Listening, open_listening_sockets
+        from ngxffi.event.accept import add_listening
+
+        got = []
+        ls = Listening(("127.0.0.1", 0), got.append)
+        open_listening_sockets([ls])
+        cy = Cycle(16)
+        cy.accept_mutex_delay = 200
+        add_listening(cy, [ls])
+        addr = ("127.0.0.1", nos.getsockname(ls.fd)[1])
+        clients = [socket.create_connection(addr) for _ in range(3)]  # before the limit
+        used = len(os.listdir("/proc/self/fd")) - 1
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (used + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        cy.multi_accept = True
+        process_events_and_timers(cy)  # accepts one, then EMFILE
+        out = {"accepted": len(got), "listener_active": ls.connection.read.active,
+               "timer": bool(ls.connection.read.timer_set)}
+        cpu0, t0 = time.process_time(), time.monotonic()
+        turns = 0
+        cy.close_connection(got[0])  # an fd is free again
+        while len(got) < 2:
+            process_events_and_timers(cy)
+            turns += 1
+        out.update(recovered_ms=round((time.monotonic() - t0) * 1000),
+                   cpu_ms=round((time.process_time() - cpu0) * 1000), turns=turns,
+                   accepted_after=len(got))
+        print(json.dumps(out))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    assert result["accepted"] == 1
+    assert result["listener_active"] == 0 and result["timer"]
+    assert result["accepted_after"] == 2
+    assert 150 <= result["recovered_ms"] < 2000  # the 200 ms timer, not a spin
+    assert result["turns"] <= 3 and result["cpu_ms"] < 100
+    assert "accept4() failed (24: Too many open files)" in out.stderr
