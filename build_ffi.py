@@ -166,6 +166,7 @@ ssize_t readv(int fd, const struct iovec *iov, int iovcnt);
 ssize_t writev(int fd, const struct iovec *iov, int iovcnt);
 ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count);
 int close(int fd);
+int open(const char *pathname, int flags);
 int dup(int oldfd);
 int pipe2(int pipefd[2], int flags);
 int eventfd(unsigned int initval, int flags);

@@ -213,10 +213,12 @@ def test_connection_aborted_is_logged_and_skipped(
     assert caplog.records[-1].levelname == "ERROR"
 
 
-def test_emfile_backs_off_without_spinning_and_recovers() -> None:
+@pytest.mark.parametrize("resume", [False, True])
+def test_emfile_backs_off_without_spinning_and_recovers(resume: bool) -> None:
     """In a child with a tiny RLIMIT_NOFILE: EMFILE removes the listener from the
-    kernel set (no busy loop: the next turns just wait), a timer of
-    accept_mutex_delay brings it back, and the waiting client is then served."""
+    kernel set (no busy loop: the next turns just wait); then a timer of
+    accept_mutex_delay (nginx) or, with resume_accept, the close that frees an fd
+    brings it back, and the waiting client is served."""
     code = textwrap.dedent("""
         import json, os, resource, socket, time
         from ngxffi import Cycle, process_events_and_timers
@@ -229,6 +231,7 @@ def test_emfile_backs_off_without_spinning_and_recovers() -> None:
         open_listening_sockets([ls])
         cy = Cycle(16)
         cy.accept_mutex_delay = 200
+        cy.resume_accept = RESUME
         add_listening(cy, [ls])
         addr = ("127.0.0.1", nos.getsockname(ls.fd)[1])
         clients = [socket.create_connection(addr) for _ in range(3)]  # before the limit
@@ -250,6 +253,7 @@ def test_emfile_backs_off_without_spinning_and_recovers() -> None:
                    accepted_after=len(got))
         print(json.dumps(out))
     """)
+    code = code.replace("RESUME", str(resume))
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -261,6 +265,63 @@ def test_emfile_backs_off_without_spinning_and_recovers() -> None:
     assert result["accepted"] == 1
     assert result["listener_active"] == 0 and result["timer"]
     assert result["accepted_after"] == 2
-    assert 150 <= result["recovered_ms"] < 2000  # the 200 ms timer, not a spin
+    if resume:
+        assert result["recovered_ms"] < 100  # at once, not after the 200 ms timer
+    else:
+        assert 150 <= result["recovered_ms"] < 2000  # the 200 ms timer, not a spin
     assert result["turns"] <= 3 and result["cpu_ms"] < 100
     assert "accept4() failed (24: Too many open files)" in out.stderr
+
+
+def test_reserve_fd_sheds_pending_clients_at_once_and_recovers() -> None:
+    code = textwrap.dedent("""
+        import json, os, resource, socket
+        from ngxffi import Cycle, process_events_and_timers
+        from ngxffi import os as nos
+        from ngxffi.core.listening import Listening, open_listening_sockets
+        from ngxffi.event.accept import add_listening
+
+        got = []
+        ls = Listening(("127.0.0.1", 0), got.append, emfile_policy="reserve-fd")
+        open_listening_sockets([ls])
+        cy = Cycle(16)
+        cy.multi_accept = True
+        add_listening(cy, [ls])  # opens the spare fd
+        addr = ("127.0.0.1", nos.getsockname(ls.fd)[1])
+        clients = [socket.create_connection(addr) for _ in range(4)]
+        for s in clients:
+            s.settimeout(5)
+        used = len(os.listdir("/proc/self/fd")) - 1
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (used + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        process_events_and_timers(cy)  # one accepted, EMFILE, the other three shed
+        shed = [s.recv(10) == b"" for s in clients[1:]]
+        out = {"accepted": len(got), "shed_closed": shed,
+               "stats": [cy.stats.accepted, cy.stats.handled],
+               "spare": cy.reserve_fd >= 0,
+               "listener_active": ls.connection.read.active}
+        cy.close_connection(got[0])
+        for s in clients[1:]:
+            s.close()  # the client side of the shed ones: room for the late client
+        late = socket.create_connection(addr)
+        while len(got) < 2:
+            process_events_and_timers(cy)
+        out["served_after"] = len(got)
+        print(json.dumps(out))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["accepted"] == 1
+    assert result["shed_closed"] == [True, True, True]
+    assert result["stats"] == [4, 1]  # accepts - handled = the shed ones
+    assert result["spare"] and result["listener_active"] == 1  # no back-off
+    assert result["served_after"] == 2
+    assert "3 pending connections closed: out of file descriptors" in out.stderr
+
+
+def test_unknown_emfile_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="emfile_policy must be one of"):
+        Listening(("127.0.0.1", 0), print, emfile_policy="panic")

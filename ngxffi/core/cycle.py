@@ -94,6 +94,11 @@ class Cycle:
         self.listening: list[Listening] = []  # registered by event.accept.add_listening
         self.connection_counter = 0  # ngx_connection_counter: c.number of each accept
         self.stats = Stats()
+        # Beyond nginx: set by the accept layer while it backs off from EMFILE, called
+        # by close_connection once a socket is closed (an fd is free again).
+        self.on_fd_freed: Callable[[], None] | None = None
+        self.resume_accept = True
+        self.reserve_fd = -1  # the spare fd of the reserve-fd EMFILE policy
         self.timer_resolution = timer_resolution
         self.timer_alarm = False
         self.event_flags = 0
@@ -241,6 +246,8 @@ class Cycle:
             if err in (lib.ECONNRESET, lib.ENOTCONN):
                 level = {ERROR_INFO: INFO, ERROR_ERR: ERR}.get(log_error_level, CRIT)
             log_error(level, f"close() socket {fd} failed", err)
+        if self.on_fd_freed is not None:
+            self.on_fd_freed()
 
     def reusable_connection(self, c: Connection, reusable: bool) -> None:
         """Put ``c`` in (or take it out of) the queue of idle connections that
@@ -305,6 +312,9 @@ class Cycle:
         if self.timer_resolution:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self._old_alarm)
+        if self.reserve_fd >= 0:
+            lib.close(self.reserve_fd)
+            self.reserve_fd = -1
         self.actions.done(self)
 
     def __enter__(self) -> Cycle:

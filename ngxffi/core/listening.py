@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ngxffi.core.connection import Connection
 
 STREAM_FLAGS: int = lib.SOCK_STREAM | lib.SOCK_NONBLOCK | lib.SOCK_CLOEXEC
+EMFILE_POLICIES = ("backoff", "reserve-fd", "both")
 BIND_TRIES = 5
 BIND_DELAY = 0.5  # seconds between tries, as nginx's ngx_msleep(500)
 
@@ -53,12 +54,18 @@ class Listening:
     deferred_accept: bool = False
     rcvbuf: int = -1
     sndbuf: int = -1
+    emfile_policy: str = "backoff"  # or "reserve-fd", or "both": see event.accept
     fd: int = -1
     connection: Connection | None = field(default=None, repr=False)
     family: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.family = _family(self.address)
+        if self.emfile_policy not in EMFILE_POLICIES:
+            raise ValueError(
+                f"emfile_policy must be one of {', '.join(EMFILE_POLICIES)}, "
+                f"not {self.emfile_policy!r}"
+            )
 
     @property
     def addr_text(self) -> str:
