@@ -325,3 +325,47 @@ def test_reserve_fd_sheds_pending_clients_at_once_and_recovers() -> None:
 def test_unknown_emfile_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="emfile_policy must be one of"):
         Listening(("127.0.0.1", 0), print, emfile_policy="panic")
+
+
+def test_a_full_pool_of_idle_connections_makes_room_for_a_new_client(
+    accepted: list[Connection],
+) -> None:
+    """Keep-alive connections are reusable; when free slots fall to 1/16 a new accept
+    drains the oldest idle one (its handler closes it) and the new client is served."""
+    ls = Listening(("127.0.0.1", 0), accepted.append)
+    open_listening_sockets([ls])
+    with Cycle(16) as cy:
+        add_listening(cy, [ls])
+        port = port_of(ls)
+
+        def idle(ev: object) -> None:
+            c = ev.data  # type: ignore[attr-defined]
+            if c.close:
+                cy.close_connection(c)
+
+        clients = []
+        while cy.free_connection_n > 1:  # the listener + 14 idle keep-alive clients
+            clients.append(socket.create_connection(("127.0.0.1", port)))
+            n = len(accepted)
+            while len(accepted) == n:
+                process_events_and_timers(cy)
+            c = accepted[-1]
+            c.read.handler = idle
+            cy.reusable_connection(c, True)
+        oldest = accepted[0]
+        newcomer = socket.create_connection(("127.0.0.1", port))
+        n = len(accepted)
+        while len(accepted) == n:
+            process_events_and_timers(cy)
+        assert (
+            oldest.raw.fd == -1 or oldest is accepted[-1]
+        )  # drained (and maybe reused)
+        clients[0].settimeout(5)
+        assert clients[0].recv(10) == b""  # the oldest client saw its connection close
+        assert accepted[-1].raw.fd != -1
+        for s in (*clients, newcomer):
+            s.close()
+        for c in cy.connections:
+            if c.raw.fd != -1 and c.listening is not ls:
+                cy.close_connection(c)
+    ls.close()

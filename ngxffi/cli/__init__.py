@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from ngxffi._version import __version__
-from ngxffi.cli import info
+from ngxffi.cli import exhaust, info
 
 
 def parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ngxffi {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     info.add_parser(sub)
+    exhaust.add_parser(sub)
     return p
 
 
