@@ -369,3 +369,41 @@ def test_a_full_pool_of_idle_connections_makes_room_for_a_new_client(
             if c.raw.fd != -1 and c.listening is not ls:
                 cy.close_connection(c)
     ls.close()
+
+
+def test_a_client_reset_before_accept_is_survived(
+    served: tuple[Cycle, Listening], accepted: list[Connection]
+) -> None:
+    """Linux hands out a connection reset in the backlog (the first read says
+    ECONNRESET) rather than ECONNABORTED; either way the loop goes on."""
+    cy, ls = served
+    port = port_of(ls)
+    rude = socket.create_connection(("127.0.0.1", port))
+    rude.setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+    )
+    rude.close()  # RST while still in the backlog
+    with socket.create_connection(("127.0.0.1", port)):
+        while len(accepted) < 2:
+            process_events_and_timers(cy)
+    with pytest.raises(ConnectionResetError):
+        nos.recv(accepted[0].fd, 10)
+    assert cy.stats.handled == 2
+
+
+def test_deferred_accept_and_accept_disabled(accepted: list[Connection]) -> None:
+    ls = Listening(("127.0.0.1", 0), accepted.append, deferred_accept=True)
+    open_listening_sockets([ls])
+    assert nos.getsockopt(ls.fd, lib.IPPROTO_TCP, lib.TCP_DEFER_ACCEPT) > 0
+    with Cycle(16) as cy:
+        add_listening(cy, [ls])
+        with socket.create_connection(("127.0.0.1", port_of(ls))) as client:
+            client.sendall(b"GET / HTTP/1.1\r\n\r\n")  # deferred: woken with data
+            while not accepted:
+                process_events_and_timers(cy)
+            c = accepted[0]
+            assert c.read.ready and c.read.available == 1  # nginx: data is there
+            # connection_n / 8 - free_connection_n, taken before the new slot
+            assert cy.accept_disabled == 16 // 8 - 15
+            cy.close_connection(c)
+    ls.close()
