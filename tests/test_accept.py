@@ -183,21 +183,69 @@ def test_no_free_slot_closes_the_new_socket(accepted: list[Connection]) -> None:
     ls.close()
 
 
-def test_without_accept4_the_fd_is_made_nonblocking_and_cloexec(
-    served: tuple[Cycle, Listening], accepted: list[Connection]
-) -> None:
-    cy, ls = served
-    ev = ls.connection.read  # type: ignore[union-attr]
-    try:
-        # what an ENOSYS from accept4 does: logged, then accept() for good
-        assert accept._accept_failed(cy, ev, lib.ENOSYS) is True
-        assert accept._state.use_accept4 is False
-        with socket.create_connection(("127.0.0.1", port_of(ls))):
-            process_events_and_timers(cy)
-            c = accepted[0]
-            assert nos.get_status_flags(c.fd) & lib.O_NONBLOCK and nos.get_cloexec(c.fd)
-    finally:
-        accept._state.use_accept4 = True
+# A seccomp filter that makes accept4 fail with ENOSYS, as on a kernel without it:
+# the child installs it with ctypes (stdlib) before running the accept path.
+SECCOMP_NO_ACCEPT4 = """
+import ctypes, errno, platform
+ARCH = {"x86_64": (0xC000003E, 288), "aarch64": (0xC00000B7, 242)}
+audit_arch, nr_accept4 = ARCH[platform.machine()]
+
+class Insn(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte),
+                ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+class Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Insn))]
+
+LD, JEQ, RET = 0x20, 0x15, 0x06
+insns = (Insn * 6)(
+    Insn(LD, 0, 0, 4), Insn(JEQ, 0, 3, audit_arch),     # other arch: allow
+    Insn(LD, 0, 0, 0), Insn(JEQ, 0, 1, nr_accept4),      # accept4?
+    Insn(RET, 0, 0, 0x00050000 | errno.ENOSYS),          # then ENOSYS
+    Insn(RET, 0, 0, 0x7FFF0000),                         # else allow
+)
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0                   # PR_SET_NO_NEW_PRIVS
+prog = Prog(6, insns)
+assert libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0  # seccomp filter
+"""
+
+
+def test_accept4_enosys_falls_back_to_accept_for_good() -> None:
+    code = SECCOMP_NO_ACCEPT4 + textwrap.dedent("""
+        import json, socket
+        from ngxffi import Cycle, process_events_and_timers, lib
+        from ngxffi import os as nos
+        from ngxffi.core.listening import Listening, open_listening_sockets
+        from ngxffi.event import accept
+
+        got = []
+        ls = Listening(("127.0.0.1", 0), got.append)
+        open_listening_sockets([ls])
+        with Cycle(8) as cy:
+            accept.add_listening(cy, [ls])
+            addr = ("127.0.0.1", nos.getsockname(ls.fd)[1])
+            clients = [socket.create_connection(addr) for _ in range(2)]
+            while len(got) < 2:
+                process_events_and_timers(cy)
+            print(json.dumps({
+                "use_accept4": accept._state.use_accept4,
+                "nonblocking": [bool(nos.get_status_flags(c.fd) & lib.O_NONBLOCK)
+                                for c in got],
+                "cloexec": [nos.get_cloexec(c.fd) for c in got],
+            }))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {
+        "use_accept4": False,
+        "nonblocking": [True, True],
+        "cloexec": [True, True],
+    }
+    # logged once, then plain accept() for good
+    assert out.stderr.count("accept4() failed (38: Function not implemented)") == 1
 
 
 def test_connection_aborted_is_logged_and_skipped(
