@@ -47,6 +47,13 @@ def add_parser(sub: Any) -> None:
         default="backoff",
         help="EMFILE policy of the ngxffi server (default: nginx's backoff)",
     )
+    p.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="re-enable accepting only when the back-off timer fires, "
+        "as nginx does (default: as soon as a connection closes)",
+    )
     p.add_argument("--nofile", type=int, default=64, help="the server's RLIMIT_NOFILE")
     p.add_argument("--clients", type=int, default=300, help="clients in the first wave")
     p.add_argument(
@@ -173,6 +180,7 @@ async def experiment(
     return {
         "server": args.server,
         "policy": args.policy if args.server == "ngxffi" else "asyncio",
+        "resume": args.resume if args.server == "ngxffi" else None,
         "nofile": args.nofile,
         "clients": args.clients,
         "served": wave1.served,
@@ -200,7 +208,14 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ngxffi.cli.exhaust_server", args.server, args.policy],
+        [
+            sys.executable,
+            "-m",
+            "ngxffi.cli.exhaust_server",
+            args.server,
+            args.policy,
+            "resume" if args.resume else "no-resume",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         preexec_fn=limit,

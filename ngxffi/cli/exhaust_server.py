@@ -9,8 +9,9 @@ clients hold their descriptors:
   EMFILE policy given;
 * ``asyncio``: an ``asyncio.Protocol`` server on the default loop, for comparison.
 
-``python -m ngxffi.cli.exhaust_server ngxffi|asyncio [policy]`` prints the port, then
-serves until killed. The parent sets RLIMIT_NOFILE before exec, as ``ulimit -n`` does.
+``python -m ngxffi.cli.exhaust_server ngxffi|asyncio POLICY resume|no-resume`` prints
+the port, then serves until killed. The parent sets RLIMIT_NOFILE before exec, as
+``ulimit -n`` does.
 """
 
 from __future__ import annotations
@@ -64,10 +65,11 @@ def _on_connection(c: Connection) -> None:
     handle_read_event(c.read)
 
 
-def serve_ngxffi(policy: str) -> None:
+def serve_ngxffi(policy: str, resume: bool) -> None:
     ls = Listening(("127.0.0.1", 0), _on_connection, emfile_policy=policy)
     open_listening_sockets([ls])
     with Cycle(512) as cycle:
+        cycle.resume_accept = resume
         add_listening(cycle, [ls])
         print(nos.getsockname(ls.fd)[1], flush=True)
         while True:
@@ -98,7 +100,7 @@ def main(argv: list[str]) -> None:
     if argv[0] == "asyncio":
         asyncio.run(_serve_asyncio())
     else:
-        serve_ngxffi(argv[1] if len(argv) > 1 else "backoff")
+        serve_ngxffi(argv[1], argv[2] == "resume")
 
 
 if __name__ == "__main__":
