@@ -455,3 +455,41 @@ def test_deferred_accept_and_accept_disabled(accepted: list[Connection]) -> None
             assert cy.accept_disabled == 16 // 8 - 15
             cy.close_connection(c)
     ls.close()
+
+
+def test_reserve_fd_without_its_spare_backs_off_instead_of_spinning() -> None:
+    code = textwrap.dedent("""
+        import json, os, resource, socket, time
+        from ngxffi import Cycle, process_events_and_timers, lib
+        from ngxffi import os as nos
+        from ngxffi.core.listening import Listening, open_listening_sockets
+        from ngxffi.event.accept import add_listening
+
+        got = []
+        ls = Listening(("127.0.0.1", 0), got.append, emfile_policy="reserve-fd")
+        open_listening_sockets([ls])
+        cy = Cycle(16)
+        cy.multi_accept = True
+        add_listening(cy, [ls])
+        lib.close(cy.reserve_fd)  # the spare is lost...
+        cy.reserve_fd = -1
+        addr = ("127.0.0.1", nos.getsockname(ls.fd)[1])
+        clients = [socket.create_connection(addr) for _ in range(3)]
+        used = len(os.listdir("/proc/self/fd")) - 1
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (used + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        cpu = time.process_time()
+        process_events_and_timers(cy)  # accepts one, then EMFILE with no spare
+        print(json.dumps({"accepted": len(got),
+                          "listener_active": ls.connection.read.active,
+                          "timer": bool(ls.connection.read.timer_set)}))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {
+        "accepted": 1,
+        "listener_active": 0,
+        "timer": True,
+    }

@@ -135,9 +135,10 @@ def _accept_failed(cycle: Cycle, ev: Event, err: int) -> bool:
         return bool(ev.raw.available)
     if err in (lib.EMFILE, lib.ENFILE):
         policy = ev.data.listening.emfile_policy
-        if policy != "backoff":
-            shed_pending(cycle, ev.data.raw.fd)
-        if policy != "reserve-fd":
+        # Without its spare fd, shedding cannot drain the backlog: the listener
+        # would stay readable and the loop spin, so back off instead.
+        shed = shed_pending(cycle, ev.data.raw.fd) if policy != "backoff" else -1
+        if policy != "reserve-fd" or shed < 0:
             _back_off(cycle, ev)
     return False
 
@@ -176,10 +177,10 @@ def open_reserve(cycle: Cycle) -> None:
 def shed_pending(cycle: Cycle, fd: int) -> int:
     """The reserve-fd policy: give up the spare fd, accept and close at once every
     connection waiting on listening socket ``fd``, take the spare back. Imitates
-    libuv's uv__emfile_trick. Returns how many were shed."""
+    libuv's uv__emfile_trick. Returns how many were shed, -1 without a spare fd."""
     if cycle.reserve_fd < 0:
         open_reserve(cycle)  # lost the last time; maybe there is room now
-        return 0
+        return -1
     lib.close(cycle.reserve_fd)
     cycle.reserve_fd = -1
     shed = 0
