@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from ngxffi._version import __version__
-from ngxffi.cli import exhaust, info
+from ngxffi.cli import exhaust, info, serve
 
 
 def parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     info.add_parser(sub)
     exhaust.add_parser(sub)
+    serve.add_parser(sub)
     return p
 
 

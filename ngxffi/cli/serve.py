@@ -1,0 +1,99 @@
+"""``ngxffi serve``: a small nginx on ngxffi's event core (single process for now).
+
+Answers every request with ``--return STATUS BODY`` (nginx's ``return``), and
+``--status-path`` (default ``/status``) with stub_status. Stops on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Any
+
+from ngxffi import Cycle, process_events_and_timers
+from ngxffi.core.listening import Listening, open_listening_sockets
+from ngxffi.event.accept import add_listening
+from ngxffi.http.request import HttpServer, Request, Response
+from ngxffi.http.status import stub_status
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="a small nginx: HTTP/1.1 on the event core")
+    p.add_argument("--listen", default="127.0.0.1:8080", metavar="ADDR:PORT")
+    p.add_argument("--worker-connections", type=int, default=512, metavar="N")
+    p.add_argument(
+        "--return",
+        dest="ret",
+        nargs=2,
+        metavar=("STATUS", "BODY"),
+        help="answer every request with this status and body",
+    )
+    p.add_argument("--status-path", default="/status", metavar="PATH")
+    p.add_argument("--use", choices=("epoll", "poll"), default="epoll")
+    p.add_argument("--multi-accept", action="store_true")
+    p.set_defaults(run=run)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``ADDR:PORT``, ``[V6]:PORT`` or ``PORT`` (all addresses), as nginx's listen."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "0.0.0.0", text
+    host = host.strip("[]") or "0.0.0.0"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise SystemExit(f"ngxffi serve: invalid port in --listen {text!r}")
+    return host, int(port)
+
+
+def make_handler(args: argparse.Namespace, server: list[HttpServer]) -> Any:
+    ret = None
+    if args.ret:
+        status, body = args.ret
+        if not status.isdigit() or not 100 <= int(status) <= 599:
+            raise SystemExit(f"ngxffi serve: invalid --return status {status!r}")
+        ret = Response(int(status), body.encode())
+
+    def handler(request: Request) -> Response:
+        path = request.uri.split("?", 1)[0]
+        if path == args.status_path:
+            return stub_status(server[0].cycle.stats, request)
+        return ret if ret is not None else Response(404, b"not found\n")
+
+    return handler
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s [%(levelname)s] %(message)s",
+        datefmt="%Y/%m/%d %H:%M:%S",
+    )
+    address = parse_listen(args.listen)
+    holder: list[HttpServer] = []
+    handler = make_handler(args, holder)
+    with Cycle(args.worker_connections, use=args.use) as cycle:
+        cycle.multi_accept = args.multi_accept
+        server = HttpServer(cycle, handler)
+        holder.append(server)
+        ls = Listening(address, server.init_connection)
+        open_listening_sockets([ls])
+        add_listening(cycle, [ls])
+        stop: list[int] = []
+
+        def on_signal(signum: int, frame: Any) -> None:
+            stop.append(signum)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
+        print(
+            f"ngxffi serve: listening on http://{ls.addr_text}/ "
+            f"(status at {args.status_path}); Ctrl-C or SIGTERM stops it",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stop:
+            process_events_and_timers(cycle)
+        ls.close()
+    return 0

@@ -1,0 +1,379 @@
+"""HTTP/1.1 connections and requests on the event core (≈ src/http/ngx_http_request.c).
+
+The life of a connection follows nginx's: accepted, its read event registered
+edge-triggered with ``client_header_timeout``; requests read and parsed (llhttp,
+through httptools) until EAGAIN, each answered in order — pipelined ones too — by the
+server's handler; then either closed (``Connection: close``, HTTP/1.0 without
+keep-alive, an error, ``keepalive_requests`` reached, shutting down) or kept alive:
+reusable (drain may close it), idle, under ``keepalive_timeout``. A response the socket
+does not take at once waits for the write event under ``send_timeout``; reading
+resumes once it is sent, so responses never overtake each other.
+
+Limits and statuses are nginx's: a request line longer than a large header buffer
+(8k) is 414; a header line longer than that, or headers beyond 4 x 8k, 400 "Request
+Header Or Cookie Too Large"; a body over ``client_max_body_size`` 413; anything llhttp
+refuses, a duplicate Host or an HTTP/1.1 request without one, 400. Every error
+response closes the connection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import TYPE_CHECKING
+
+import httptools
+
+from ngxffi import os as nos
+from ngxffi._ngx import lib
+from ngxffi.core.log import ALERT, INFO, log_error
+from ngxffi.event.event import Event, handle_read_event, handle_write_event
+
+if TYPE_CHECKING:
+    from ngxffi.core.connection import Connection
+    from ngxffi.core.cycle import Cycle
+
+REASONS = {
+    200: "OK",
+    204: "No Content",
+    301: "Moved Permanently",
+    302: "Found",
+    304: "Not Modified",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Not Allowed",
+    408: "Request Time-out",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Large",
+    500: "Internal Server Error",
+    503: "Service Temporarily Unavailable",
+}
+HEADER_TOO_LARGE = "Request Header Or Cookie Too Large"
+READ_SIZE = 16384
+
+
+@dataclass
+class HttpConfig:
+    """The directives of the http core this server uses, with nginx's defaults."""
+
+    client_header_timeout: int = 60_000  # ms
+    keepalive_timeout: int = 75_000
+    keepalive_requests: int = 1000
+    send_timeout: int = 60_000
+    large_client_header_buffer: int = 8192  # large_client_header_buffers 4 8k
+    large_client_header_buffers: int = 4
+    client_max_body_size: int = 1 << 20
+    server_tokens: str = "ngxffi"
+
+
+@dataclass
+class Request:
+    """What a handler sees of one request."""
+
+    method: str
+    uri: str
+    version: str
+    headers: dict[str, str]
+    keep_alive: bool
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Handler = Callable[[Request], Response]
+
+
+class _Date:
+    """The Date header, formatted once a second (nginx caches ngx_cached_http_time)."""
+
+    second = -1
+    text = ""
+
+    @classmethod
+    def now(cls) -> str:
+        second = int(time.time())
+        if second != cls.second:
+            cls.second, cls.text = second, formatdate(second, usegmt=True)
+        return cls.text
+
+
+class HttpServer:
+    """The server side of ``ngxffi serve``: config, handler and counters."""
+
+    def __init__(
+        self, cycle: Cycle, handler: Handler, config: HttpConfig | None = None
+    ) -> None:
+        self.cycle = cycle
+        self.handler = handler
+        self.config = config or HttpConfig()
+        self.shutting_down = False
+
+    def init_connection(self, c: Connection) -> None:
+        """The listening socket's handler. Imitates ngx_http_init_connection: read
+        event edge-triggered, client_header_timeout armed, reading counted."""
+        c.data = HttpConnection(self, c)
+        c.read.handler = _on_read
+        c.write.handler = _on_write
+        self.cycle.stats.reading += 1
+        self.cycle.timers.add_timer(c.read, self.config.client_header_timeout)
+        handle_read_event(c.read)
+        if c.read.raw.ready:  # deferred accept: data is already there
+            _on_read(c.read)
+
+
+class HttpConnection:
+    """Per-connection state: the parser, the request being read, pending output."""
+
+    def __init__(self, server: HttpServer, c: Connection) -> None:
+        self.server = server
+        self.c = c
+        self.parser = httptools.HttpRequestParser(self)
+        self.out = bytearray()
+        self.state = "reading"  # reading | writing | waiting (stub_status)
+        self.close_after = False
+        self.closed = False
+        self._new_request()
+
+    # --- the parser's callbacks (httptools calls them during feed_data) -------------
+
+    def _new_request(self) -> None:
+        self.url = bytearray()
+        self.headers: dict[str, str] = {}
+        self.header_bytes = 0
+        self.body_bytes = 0
+        self.error: tuple[int, str] | None = None
+        self.request: Request | None = None
+
+    def on_message_begin(self) -> None:
+        self._new_request()
+        if self.state == "waiting":
+            self._set_state("reading")
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.server.config.large_client_header_buffer:
+            raise _HttpError(414, REASONS[414])
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        config = self.server.config
+        size = len(name) + len(value) + 4
+        self.header_bytes += size
+        if size > config.large_client_header_buffer or self.header_bytes > (
+            config.large_client_header_buffer * config.large_client_header_buffers
+        ):
+            raise _HttpError(400, HEADER_TOO_LARGE)
+        key = name.decode("latin-1").lower()
+        if key == "host" and key in self.headers:
+            raise _HttpError(400, REASONS[400])  # client sent duplicate host header
+        self.headers[key] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        version = parser.get_http_version()
+        if version == "1.1" and "host" not in self.headers:
+            raise _HttpError(400, REASONS[400])  # HTTP/1.1 request without "Host"
+        length = self.headers.get("content-length")
+        if length is not None and int(length) > self.server.config.client_max_body_size:
+            raise _HttpError(413, REASONS[413])
+        self.request = Request(
+            method=parser.get_method().decode("latin-1"),
+            uri=self.url.decode("latin-1"),
+            version=version,
+            headers=self.headers,
+            keep_alive=parser.should_keep_alive(),
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)  # discarded, as nginx does for handlers that
+        if self.body_bytes > self.server.config.client_max_body_size:  # ignore it
+            raise _HttpError(413, REASONS[413])
+
+    def on_message_complete(self) -> None:
+        request = self.request
+        assert request is not None
+        if self.c.read.raw.timer_set:  # the header is in: client_header_timeout ends
+            self.server.cycle.timers.del_timer(self.c.read)
+        self.c.raw.requests += 1
+        self.server.cycle.stats.requests += 1
+        self._set_state("writing")
+        response = self.server.handler(request)
+        last = (
+            not request.keep_alive
+            or self.server.shutting_down
+            or self.c.raw.requests >= self.server.config.keepalive_requests
+        )
+        self._respond(response, request.method == "HEAD", close=last)
+
+    # --- responses ------------------------------------------------------------------
+
+    def _respond(self, response: Response, head: bool, close: bool) -> None:
+        lines = [
+            f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Unknown')}",
+            f"Server: {self.server.config.server_tokens}",
+            f"Date: {_Date.now()}",
+        ]
+        if response.status != 304:
+            lines += [
+                f"Content-Type: {response.content_type}",
+                f"Content-Length: {len(response.body)}",
+            ]
+        lines += [f"{name}: {value}" for name, value in response.headers]
+        lines.append("Connection: close" if close else "Connection: keep-alive")
+        self.out += ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if not head and response.status != 304:
+            self.out += response.body
+        if close:
+            self.close_after = True
+
+    def error_response(self, status: int, title: str) -> None:
+        """nginx's error page, then close (ngx_http_special_response_handler)."""
+        body = (
+            f"<html>\r\n<head><title>{status} {title}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{status} {title}</h1></center>\r\n"
+            f"<hr><center>{self.server.config.server_tokens}</center>\r\n"
+            "</body>\r\n</html>\r\n"
+        ).encode()
+        self._set_state("writing")
+        self._respond(Response(status, body, "text/html"), head=False, close=True)
+
+    def _set_state(self, state: str) -> None:
+        stats = self.server.cycle.stats
+        setattr(stats, self.state, getattr(stats, self.state) - 1)
+        setattr(stats, state, getattr(stats, state) + 1)
+        self.state = state
+
+    # --- the event handlers' work -----------------------------------------------------
+
+    def read(self) -> None:
+        """Read until EAGAIN, feeding the parser and sending what it answered; reading
+        pauses while a response waits for the socket, so responses stay in order."""
+        c = self.c
+        if c.read.raw.timedout:
+            log_error(INFO, "client timed out")
+            self.close()
+            return
+        if c.raw.close:  # drained by drain_connections, or shutting down
+            self.close()
+            return
+        while True:
+            while not self.out:
+                try:
+                    data = nos.recv(c.raw.fd, READ_SIZE)
+                except BlockingIOError:
+                    c.read.raw.ready = 0
+                    break
+                except OSError:
+                    self.close()
+                    return
+                if not data:
+                    self.close()
+                    return
+                if self.state == "waiting":
+                    self._wake()
+                self._feed(data)
+            if not self.flush() or not c.read.raw.ready:
+                return
+
+    def _wake(self) -> None:
+        """Data on an idle keep-alive connection: a request is starting."""
+        cycle = self.server.cycle
+        cycle.reusable_connection(self.c, False)
+        self.c.raw.idle = 0
+        cycle.timers.add_timer(self.c.read, self.server.config.client_header_timeout)
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except _HttpError as e:
+            if not self.close_after:
+                self.error_response(e.status, e.title)
+        except (httptools.HttpParserError, ValueError):
+            # Upgrade included. After a last request, what follows is ignored: nginx
+            # stops reading a connection it is going to close.
+            if not self.close_after:
+                self.error_response(400, REASONS[400])
+
+    def flush(self) -> bool:
+        """Send pending output; then close, or keep alive. True when all is sent and
+        the connection stays open; False when it waits for the write event or closed."""
+        c = self.c
+        cycle = self.server.cycle
+        while self.out:
+            try:
+                sent = nos.send(c.raw.fd, self.out, lib.MSG_NOSIGNAL)
+            except BlockingIOError:
+                c.write.raw.ready = 0
+                cycle.timers.add_timer(c.write, self.server.config.send_timeout)
+                handle_write_event(c.write)
+                return False
+            except OSError:
+                self.close()
+                return False
+            del self.out[:sent]
+        if c.write.raw.timer_set:
+            cycle.timers.del_timer(c.write)
+        if self.close_after:
+            self.close()
+            return False
+        if self.state == "writing":
+            self._keepalive()
+        return True
+
+    def _keepalive(self) -> None:
+        """Imitates ngx_http_set_keepalive: idle, reusable, keepalive_timeout."""
+        c = self.c
+        cycle = self.server.cycle
+        self._set_state("waiting")
+        c.raw.idle = 1
+        cycle.reusable_connection(c, True)
+        cycle.timers.add_timer(c.read, self.server.config.keepalive_timeout)
+
+    def write_ready(self) -> None:
+        """The write event: send the rest, then read what waited behind it."""
+        if self.flush() and self.c.read.raw.ready:
+            self.read()
+
+    def close(self) -> None:
+        """Imitates ngx_http_close_connection."""
+        if self.closed:
+            return
+        self.closed = True
+        stats = self.server.cycle.stats
+        setattr(stats, self.state, getattr(stats, self.state) - 1)
+        self.server.cycle.close_connection(self.c)
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, title: str) -> None:
+        super().__init__(status, title)
+        self.status, self.title = status, title
+
+
+def _on_read(ev: Event) -> None:
+    _guarded(ev.data.data, ev.data.data.read)
+
+
+def _on_write(ev: Event) -> None:
+    h: HttpConnection = ev.data.data
+    if ev.raw.timedout:
+        log_error(INFO, "client timed out")
+        h.close()
+        return
+    _guarded(h, h.write_ready)
+
+
+def _guarded(h: HttpConnection, work: Callable[[], object]) -> None:
+    """A bug in request handling closes that connection, not the server."""
+    try:
+        work()
+    except Exception as e:
+        log_error(ALERT, f"request handling failed: {e!r}")
+        h.close()

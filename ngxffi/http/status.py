@@ -1,0 +1,20 @@
+"""stub_status (≈ src/http/modules/ngx_http_stub_status_module.c), in nginx's exact
+format, trailing spaces included."""
+
+from __future__ import annotations
+
+from ngxffi.event.stats import Stats
+from ngxffi.http.request import Request, Response
+
+
+def stub_status(stats: Stats, request: Request) -> Response:
+    """The status page; GET and HEAD only (405 otherwise), as nginx."""
+    if request.method not in ("GET", "HEAD"):
+        return Response(405, b"")
+    body = (
+        f"Active connections: {stats.active} \n"
+        "server accepts handled requests\n"
+        f" {stats.accepted} {stats.handled} {stats.requests} \n"
+        f"Reading: {stats.reading} Writing: {stats.writing} Waiting: {stats.waiting} \n"
+    )
+    return Response(200, body.encode())
