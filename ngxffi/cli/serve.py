@@ -12,10 +12,11 @@ import signal
 import sys
 from typing import Any
 
-from ngxffi import Cycle, process_events_and_timers
+from ngxffi import Cycle, process_events_and_timers, sockaddr
+from ngxffi import os as nos
 from ngxffi.core.listening import Listening, open_listening_sockets
 from ngxffi.event.accept import add_listening
-from ngxffi.http.request import HttpServer, Request, Response
+from ngxffi.http.request import HttpConfig, HttpServer, Request, Response
 from ngxffi.http.status import stub_status
 
 
@@ -33,6 +34,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--status-path", default="/status", metavar="PATH")
     p.add_argument("--use", choices=("epoll", "poll"), default="epoll")
     p.add_argument("--multi-accept", action="store_true")
+    for name, default in (
+        ("keepalive-timeout", 75),
+        ("client-header-timeout", 60),
+        ("send-timeout", 60),
+    ):
+        p.add_argument(
+            f"--{name}",
+            type=float,
+            default=default,
+            metavar="SECONDS",
+            help=f"nginx's {name.replace('-', '_')} (default {default}s)",
+        )
     p.set_defaults(run=run)
 
 
@@ -42,7 +55,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep:
         host, port = "0.0.0.0", text
     host = host.strip("[]") or "0.0.0.0"
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
         raise SystemExit(f"ngxffi serve: invalid port in --listen {text!r}")
     return host, int(port)
 
@@ -75,7 +88,12 @@ def run(args: argparse.Namespace) -> int:
     handler = make_handler(args, holder)
     with Cycle(args.worker_connections, use=args.use) as cycle:
         cycle.multi_accept = args.multi_accept
-        server = HttpServer(cycle, handler)
+        config = HttpConfig(
+            client_header_timeout=round(args.client_header_timeout * 1000),
+            keepalive_timeout=round(args.keepalive_timeout * 1000),
+            send_timeout=round(args.send_timeout * 1000),
+        )
+        server = HttpServer(cycle, handler, config)
         holder.append(server)
         ls = Listening(address, server.init_connection)
         open_listening_sockets([ls])
@@ -87,8 +105,9 @@ def run(args: argparse.Namespace) -> int:
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, on_signal)
+        bound = sockaddr.to_text(nos.getsockname(ls.fd))
         print(
-            f"ngxffi serve: listening on http://{ls.addr_text}/ "
+            f"ngxffi serve: listening on http://{bound}/ "
             f"(status at {args.status_path}); Ctrl-C or SIGTERM stops it",
             file=sys.stderr,
             flush=True,

@@ -151,6 +151,11 @@ class HttpConnection:
         self.body_bytes = 0
         self.error: tuple[int, str] | None = None
         self.request: Request | None = None
+        self.unparsed = 0  # bytes fed since the request began, until its header ends
+
+    def _reject(self, status: int, title: str) -> _Rejected:
+        self.error = (status, title)
+        return _Rejected(status, title)
 
     def on_message_begin(self) -> None:
         self._new_request()
@@ -160,7 +165,7 @@ class HttpConnection:
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > self.server.config.large_client_header_buffer:
-            raise _HttpError(414, REASONS[414])
+            raise self._reject(414, REASONS[414])
 
     def on_header(self, name: bytes, value: bytes) -> None:
         config = self.server.config
@@ -169,20 +174,20 @@ class HttpConnection:
         if size > config.large_client_header_buffer or self.header_bytes > (
             config.large_client_header_buffer * config.large_client_header_buffers
         ):
-            raise _HttpError(400, HEADER_TOO_LARGE)
+            raise self._reject(400, HEADER_TOO_LARGE)
         key = name.decode("latin-1").lower()
         if key == "host" and key in self.headers:
-            raise _HttpError(400, REASONS[400])  # client sent duplicate host header
+            raise self._reject(400, REASONS[400])  # client sent duplicate host header
         self.headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         version = parser.get_http_version()
         if version == "1.1" and "host" not in self.headers:
-            raise _HttpError(400, REASONS[400])  # HTTP/1.1 request without "Host"
+            raise self._reject(400, REASONS[400])  # HTTP/1.1 request without "Host"
         length = self.headers.get("content-length")
         if length is not None and int(length) > self.server.config.client_max_body_size:
-            raise _HttpError(413, REASONS[413])
+            raise self._reject(413, REASONS[413])
         self.request = Request(
             method=parser.get_method().decode("latin-1"),
             uri=self.url.decode("latin-1"),
@@ -194,7 +199,7 @@ class HttpConnection:
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)  # discarded, as nginx does for handlers that
         if self.body_bytes > self.server.config.client_max_body_size:  # ignore it
-            raise _HttpError(413, REASONS[413])
+            raise self._reject(413, REASONS[413])
 
     def on_message_complete(self) -> None:
         request = self.request
@@ -211,6 +216,7 @@ class HttpConnection:
             or self.c.raw.requests >= self.server.config.keepalive_requests
         )
         self._respond(response, request.method == "HEAD", close=last)
+        self.request = None  # what comes next is a new header, bounded in _feed
 
     # --- responses ------------------------------------------------------------------
 
@@ -290,16 +296,27 @@ class HttpConnection:
         cycle.timers.add_timer(self.c.read, self.server.config.client_header_timeout)
 
     def _feed(self, data: bytes) -> None:
+        if self.request is None:
+            # llhttp buffers a header line until it ends: bound what it may hold
+            config = self.server.config
+            self.unparsed += len(data)
+            if self.unparsed > config.large_client_header_buffer * (
+                config.large_client_header_buffers + 1
+            ):
+                self.error_response(400, HEADER_TOO_LARGE)
+                return
         try:
             self.parser.feed_data(data)
-        except _HttpError as e:
-            if not self.close_after:
-                self.error_response(e.status, e.title)
+        except httptools.HttpParserUpgrade:
+            # Upgrade or CONNECT: the request was answered, but what follows is not
+            # HTTP any more and this server does not tunnel: close after the answer.
+            self.close_after = True
         except (httptools.HttpParserError, ValueError):
-            # Upgrade included. After a last request, what follows is ignored: nginx
-            # stops reading a connection it is going to close.
+            # After a last request, what follows is ignored: nginx stops reading a
+            # connection it is going to close.
             if not self.close_after:
-                self.error_response(400, REASONS[400])
+                # a callback's rejection arrives wrapped in HttpParserCallbackError
+                self.error_response(*(self.error or (400, REASONS[400])))
 
     def flush(self) -> bool:
         """Send pending output; then close, or keep alive. True when all is sent and
@@ -351,10 +368,8 @@ class HttpConnection:
         self.server.cycle.close_connection(self.c)
 
 
-class _HttpError(Exception):
-    def __init__(self, status: int, title: str) -> None:
-        super().__init__(status, title)
-        self.status, self.title = status, title
+class _Rejected(Exception):
+    """Raised by a parser callback to stop parsing; the status is in ``error``."""
 
 
 def _on_read(ev: Event) -> None:
