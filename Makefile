@@ -11,6 +11,7 @@ STAMP  := $(VENV)/.installed-
 
 run: $(STAMP)test
 	$(VENV)/bin/ngxffi info
+	$(VENV)/bin/ngxffi serve --listen 127.0.0.1:8080
 
 test: $(STAMP)test
 	$(PY) -m pytest

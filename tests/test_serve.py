@@ -107,7 +107,8 @@ def read_response(s: socket.socket) -> tuple[bytes, bytes]:
             raise ConnectionError(f"closed after {data!r}")
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    match = re.search(rb"Content-Length: (\d+)", head)
+    length = int(match.group(1)) if match else 0  # none on a 304
     while len(rest) < length:
         rest += s.recv(65536)
     assert len(rest) == length, "more than one response"
@@ -294,3 +295,85 @@ def test_bad_arguments() -> None:
             timeout=30,
         )
         assert out.returncode != 0 and "ngxffi serve: invalid" in out.stderr
+
+
+@pytest.fixture
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, bytes]]:
+    root = tmp_path_factory.mktemp("root")
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.txt").write_text("secret")
+    (root / "index.html").write_text("<h1>home</h1>")
+    (root / "a.txt").write_text("plain")
+    (root / "sub").mkdir()
+    (root / "sub" / "index.html").write_text("sub home")
+    (root / "empty").mkdir()
+    big = bytes(range(256)) * 4096  # 1 MiB, sent with sendfile
+    (root / "big.bin").write_bytes(big)
+    (root / "leak").symlink_to(outside / "secret.txt")
+    (root / "leakdir").symlink_to(outside)
+    (root / "inside").symlink_to(root / "a.txt")
+    s = Server("--root", str(root))
+    yield s, big
+    s.stop()
+
+
+def raw_get(server: Server, target: bytes, extra: bytes = b"") -> tuple[bytes, bytes]:
+    s = server.connect()
+    s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n" + extra + b"\r\n")
+    try:
+        return read_response(s)
+    finally:
+        s.close()
+
+
+def test_static_files(site: tuple[Server, bytes]) -> None:
+    server, big = site
+    head, body = raw_get(server, b"/")
+    assert body == b"<h1>home</h1>" and b"Content-Type: text/html" in head
+    head, body = raw_get(server, b"/a.txt")
+    assert body == b"plain" and b"Content-Type: text/plain" in head
+    assert raw_get(server, b"/sub/")[1] == b"sub home"
+    head, _ = raw_get(server, b"/sub")
+    assert head.startswith(b"HTTP/1.1 301") and b"Location: /sub/" in head
+    assert raw_get(server, b"/empty/")[0].startswith(b"HTTP/1.1 403")
+    assert raw_get(server, b"/missing")[0].startswith(b"HTTP/1.1 404")
+    assert raw_get(server, b"/inside")[1] == b"plain"  # a symlink within the root
+    head, body = raw_get(server, b"/big.bin")
+    assert body == big and b"Content-Type: application/octet-stream" in head
+
+
+def test_if_modified_since_and_head(site: tuple[Server, bytes]) -> None:
+    server, _ = site
+    head, _ = raw_get(server, b"/a.txt")
+    modified = re.search(rb"Last-Modified: ([^\r]+)", head).group(1)  # type: ignore[union-attr]
+    head, body = raw_get(server, b"/a.txt", b"If-Modified-Since: " + modified + b"\r\n")
+    assert head.startswith(b"HTTP/1.1 304") and body == b""
+    assert server.get("/a.txt", "HEAD").getheader("Content-Length") == "5"
+    assert server.get("/a.txt", "POST").status == 405
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        (b"/../../etc/passwd", b"400"),
+        (b"/%2e%2e/%2e%2e/etc/passwd", b"400"),
+        (b"/sub/../../etc/passwd", b"400"),
+        (b"/a.txt%00.html", b"400"),
+        (b"/leak", b"403"),
+        (b"/leakdir/secret.txt", b"403"),
+        (b"http://evil/../../etc/passwd", b"400"),
+        (b"/%2Fetc%2Fpasswd", b"404"),
+    ],
+)
+def test_nothing_outside_the_root(
+    site: tuple[Server, bytes], target: bytes, status: bytes
+) -> None:
+    server, _ = site
+    head, body = raw_get(server, target)
+    assert head.startswith(b"HTTP/1.1 " + status)
+    assert b"secret" not in body and b"root:" not in body
+
+
+def test_absolute_form_target_is_served_by_path(site: tuple[Server, bytes]) -> None:
+    server, _ = site
+    assert raw_get(server, b"http://example.org/a.txt")[1] == b"plain"

@@ -1,7 +1,8 @@
 """``ngxffi serve``: a small nginx on ngxffi's event core (single process for now).
 
-Answers every request with ``--return STATUS BODY`` (nginx's ``return``), and
-``--status-path`` (default ``/status``) with stub_status. Stops on SIGINT or SIGTERM.
+Serves the files under ``--root`` (default: a small bundled page), or answers every
+request with ``--return STATUS BODY`` (nginx's ``return``); ``--status-path``
+(default ``/status``) is stub_status. Stops on SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from ngxffi import Cycle, process_events_and_timers, sockaddr
@@ -17,7 +19,10 @@ from ngxffi import os as nos
 from ngxffi.core.listening import Listening, open_listening_sockets
 from ngxffi.event.accept import add_listening
 from ngxffi.http.request import HttpConfig, HttpServer, Request, Response
+from ngxffi.http.static import Static
 from ngxffi.http.status import stub_status
+
+BUNDLED = Path(__file__).resolve().parent.parent / "http" / "html"
 
 
 def add_parser(sub: Any) -> None:
@@ -30,6 +35,11 @@ def add_parser(sub: Any) -> None:
         nargs=2,
         metavar=("STATUS", "BODY"),
         help="answer every request with this status and body",
+    )
+    p.add_argument(
+        "--root",
+        metavar="DIR",
+        help="serve the files under DIR (default: the bundled welcome page)",
     )
     p.add_argument("--status-path", default="/status", metavar="PATH")
     p.add_argument("--use", choices=("epoll", "poll"), default="epoll")
@@ -61,18 +71,24 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def make_handler(args: argparse.Namespace, server: list[HttpServer]) -> Any:
-    ret = None
     if args.ret:
         status, body = args.ret
         if not status.isdigit() or not 100 <= int(status) <= 599:
             raise SystemExit(f"ngxffi serve: invalid --return status {status!r}")
         ret = Response(int(status), body.encode())
+        content: Any = lambda request: ret  # noqa: E731
+    else:
+        try:
+            content = Static(args.root or BUNDLED)
+        except OSError as e:
+            raise SystemExit(f"ngxffi serve: invalid --root: {e}") from None
 
     def handler(request: Request) -> Response:
         path = request.uri.split("?", 1)[0]
         if path == args.status_path:
             return stub_status(server[0].cycle.stats, request)
-        return ret if ret is not None else Response(404, b"not found\n")
+        response: Response = content(request)
+        return response
 
     return handler
 

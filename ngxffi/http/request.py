@@ -19,6 +19,7 @@ response closes the connection.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -82,10 +83,28 @@ class Request:
 
 @dataclass
 class Response:
+    """A handler's answer: a body in memory, or ``file`` (an open fd, sent with
+    sendfile and then closed) of ``length`` bytes."""
+
     status: int
     body: bytes = b""
     content_type: str = "text/plain"
     headers: tuple[tuple[str, str], ...] = ()
+    file: int = -1
+    length: int = -1
+
+    @property
+    def content_length(self) -> int:
+        return self.length if self.file >= 0 else len(self.body)
+
+
+class FileBody:
+    """A file still to send: sendfile from ``offset``, ``left`` bytes to go."""
+
+    __slots__ = ("fd", "left", "offset")
+
+    def __init__(self, fd: int, length: int) -> None:
+        self.fd, self.offset, self.left = fd, 0, length
 
 
 Handler = Callable[[Request], Response]
@@ -136,7 +155,7 @@ class HttpConnection:
         self.server = server
         self.c = c
         self.parser = httptools.HttpRequestParser(self)
-        self.out = bytearray()
+        self.out: deque[bytearray | FileBody] = deque()  # responses, in order
         self.state = "reading"  # reading | writing | waiting (stub_status)
         self.close_after = False
         self.closed = False
@@ -229,15 +248,26 @@ class HttpConnection:
         if response.status != 304:
             lines += [
                 f"Content-Type: {response.content_type}",
-                f"Content-Length: {len(response.body)}",
+                f"Content-Length: {response.content_length}",
             ]
         lines += [f"{name}: {value}" for name, value in response.headers]
         lines.append("Connection: close" if close else "Connection: keep-alive")
-        self.out += ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        if not head and response.status != 304:
-            self.out += response.body
+        self._queue(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        if response.file >= 0:
+            if head or response.status == 304:
+                nos.close(response.file)
+            else:
+                self.out.append(FileBody(response.file, response.length))
+        elif not head and response.status != 304:
+            self._queue(response.body)
         if close:
             self.close_after = True
+
+    def _queue(self, data: bytes) -> None:
+        if self.out and isinstance(self.out[-1], bytearray):
+            self.out[-1] += data
+        else:
+            self.out.append(bytearray(data))
 
     def error_response(self, status: int, title: str) -> None:
         """nginx's error page, then close (ngx_http_special_response_handler)."""
@@ -325,7 +355,7 @@ class HttpConnection:
         cycle = self.server.cycle
         while self.out:
             try:
-                sent = nos.send(c.raw.fd, self.out, lib.MSG_NOSIGNAL)
+                done = self._send(self.out[0])
             except BlockingIOError:
                 c.write.raw.ready = 0
                 cycle.timers.add_timer(c.write, self.server.config.send_timeout)
@@ -334,7 +364,8 @@ class HttpConnection:
             except OSError:
                 self.close()
                 return False
-            del self.out[:sent]
+            if done:
+                self.out.popleft()
         if c.write.raw.timer_set:
             cycle.timers.del_timer(c.write)
         if self.close_after:
@@ -342,6 +373,22 @@ class HttpConnection:
             return False
         if self.state == "writing":
             self._keepalive()
+        return True
+
+    def _send(self, segment: bytearray | FileBody) -> bool:
+        """Send some of a segment; True when it is all sent."""
+        fd = self.c.raw.fd
+        if isinstance(segment, bytearray):
+            del segment[: nos.send(fd, segment, lib.MSG_NOSIGNAL)]
+            return not segment
+        sent = nos.sendfile(fd, segment.fd, segment.offset, segment.left)
+        if sent == 0:  # the file shrank under us: the length sent was a lie
+            raise OSError(lib.EIO, "sendfile: file truncated")
+        segment.offset += sent
+        segment.left -= sent
+        if segment.left:
+            return False
+        nos.close(segment.fd)
         return True
 
     def _keepalive(self) -> None:
@@ -363,6 +410,10 @@ class HttpConnection:
         if self.closed:
             return
         self.closed = True
+        for segment in self.out:
+            if isinstance(segment, FileBody):
+                nos.close(segment.fd)
+        self.out.clear()
         stats = self.server.cycle.stats
         setattr(stats, self.state, getattr(stats, self.state) - 1)
         self.server.cycle.close_connection(self.c)
