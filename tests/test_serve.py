@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -294,7 +295,7 @@ def test_bad_arguments() -> None:
             text=True,
             timeout=30,
         )
-        assert out.returncode != 0 and "ngxffi serve: invalid" in out.stderr
+        assert out.returncode == 1 and "ngxffi: [emerg] invalid" in out.stderr
 
 
 @pytest.fixture
@@ -377,3 +378,41 @@ def test_nothing_outside_the_root(
 def test_absolute_form_target_is_served_by_path(site: tuple[Server, bytes]) -> None:
     server, _ = site
     assert raw_get(server, b"http://example.org/a.txt")[1] == b"plain"
+
+
+def test_configured_by_file_with_logs_and_pid(tmp_path: Path) -> None:
+    access, error, pid = (
+        tmp_path / "access.log",
+        tmp_path / "error.log",
+        tmp_path / "pid",
+    )
+    config = tmp_path / "ngxffi.toml"
+    config.write_text(
+        'listen = "127.0.0.1:0"\n'
+        'return = [200, "configured"]\n'
+        'keepalive_timeout = "200ms"\n'
+        f'access_log = "{access}"\n'
+        f'error_log = "{error} info"\n'
+        f'pid = "{pid}"\n'
+    )
+    server = Server("-c", str(config))
+    try:
+        assert pid.read_text().strip() == str(server.proc.pid)
+        s = server.connect()
+        s.sendall(b"GET /x?y=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: probe/1\r\n\r\n")
+        assert read_response(s)[1] == b"configured"
+        assert closed(s)  # keepalive_timeout 200ms from the file
+        s.close()
+        line = access.read_text().splitlines()[0]
+        assert re.fullmatch(
+            r"127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "
+            r'"GET /x\?y=1 HTTP/1\.1" 200 10 "-" "probe/1"',
+            line,
+        ), line
+    finally:
+        server.stop()
+    assert not pid.exists()  # removed at exit
+    assert re.search(
+        r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[info\] \d+#0: client timed out",
+        error.read_text(),
+    )

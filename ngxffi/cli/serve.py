@@ -1,14 +1,17 @@
 """``ngxffi serve``: a small nginx on ngxffi's event core (single process for now).
 
-Serves the files under ``--root`` (default: a small bundled page), or answers every
-request with ``--return STATUS BODY`` (nginx's ``return``); ``--status-path``
-(default ``/status``) is stub_status. Stops on SIGINT or SIGTERM.
+Serves the files under ``root`` (default: a small bundled page), or answers every
+request with ``return`` (nginx's); ``status_path`` (default ``/status``) is
+stub_status. Settings come from nginx's defaults, then ``-c FILE`` (TOML, see
+:mod:`ngxffi.core.config`), then the command-line flags. ``-t`` tests the
+configuration and exits, as ``nginx -t``. Stops on SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,6 +19,9 @@ from typing import Any
 
 from ngxffi import Cycle, process_events_and_timers, sockaddr
 from ngxffi import os as nos
+from ngxffi._ngx import lib
+from ngxffi.core import log
+from ngxffi.core.config import Config, ConfigError, Listen, load, msec
 from ngxffi.core.listening import Listening, open_listening_sockets
 from ngxffi.event.accept import add_listening
 from ngxffi.http.request import HttpConfig, HttpServer, Request, Response
@@ -27,8 +33,14 @@ BUNDLED = Path(__file__).resolve().parent.parent / "http" / "html"
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="a small nginx: HTTP/1.1 on the event core")
-    p.add_argument("--listen", default="127.0.0.1:8080", metavar="ADDR:PORT")
-    p.add_argument("--worker-connections", type=int, default=512, metavar="N")
+    p.add_argument("-c", dest="config", metavar="FILE", help="a TOML configuration")
+    p.add_argument(
+        "-t", dest="test", action="store_true", help="test the configuration and exit"
+    )
+    p.add_argument("--listen", metavar="ADDR:PORT")
+    p.add_argument("--workers", type=int, metavar="N", help="worker_processes")
+    p.add_argument("--worker-connections", type=int, metavar="N")
+    p.add_argument("--root", metavar="DIR", help="serve the files under DIR")
     p.add_argument(
         "--return",
         dest="ret",
@@ -36,27 +48,68 @@ def add_parser(sub: Any) -> None:
         metavar=("STATUS", "BODY"),
         help="answer every request with this status and body",
     )
-    p.add_argument(
-        "--root",
-        metavar="DIR",
-        help="serve the files under DIR (default: the bundled welcome page)",
-    )
-    p.add_argument("--status-path", default="/status", metavar="PATH")
-    p.add_argument("--use", choices=("epoll", "poll"), default="epoll")
-    p.add_argument("--multi-accept", action="store_true")
-    for name, default in (
-        ("keepalive-timeout", 75),
-        ("client-header-timeout", 60),
-        ("send-timeout", 60),
-    ):
+    p.add_argument("--status-path", metavar="PATH")
+    p.add_argument("--use", choices=("epoll", "poll"))
+    p.add_argument("--multi-accept", action="store_true", default=None)
+    p.add_argument("--access-log", metavar="FILE")
+    for name in ("keepalive-timeout", "client-header-timeout", "send-timeout"):
         p.add_argument(
             f"--{name}",
-            type=float,
-            default=default,
-            metavar="SECONDS",
-            help=f"nginx's {name.replace('-', '_')} (default {default}s)",
+            metavar="TIME",
+            help=f"nginx's {name.replace('-', '_')} (e.g. 75s, 500ms)",
         )
     p.set_defaults(run=run)
+
+
+def configure(args: argparse.Namespace) -> Config:
+    """nginx's defaults, then the file, then the flags."""
+    config = load(args.config) if args.config else Config()
+    flags = {
+        "worker_processes": args.workers,
+        "worker_connections": args.worker_connections,
+        "root": args.root,
+        "status_path": args.status_path,
+        "use": args.use,
+        "multi_accept": args.multi_accept,
+        "access_log": args.access_log,
+    }
+    for key, value in flags.items():
+        if value is not None:
+            setattr(config, key, value)
+    if args.listen:
+        config.listen = Listen(
+            args.listen,
+            config.listen.backlog,
+            config.listen.reuseport,
+            config.listen.deferred,
+            config.listen.emfile_policy,
+        )
+    for name in ("keepalive_timeout", "client_header_timeout", "send_timeout"):
+        value = getattr(args, name)
+        if value is not None:
+            try:
+                setattr(config, name, msec(value))
+            except ValueError as e:
+                raise ConfigError(f"--{name.replace('_', '-')}: {e}") from None
+    if args.ret:
+        status, body = args.ret
+        if not status.isdigit() or not 100 <= int(status) <= 599:
+            raise ConfigError(f"invalid --return status {status!r}")
+        config.return_ = (int(status), body)
+    check(config)
+    return config
+
+
+def check(config: Config) -> None:
+    """What can be refused before starting."""
+    parse_listen(config.listen.address)
+    if config.worker_processes != 1:
+        raise ConfigError(
+            "worker_processes > 1 needs the master process, which "
+            "ngxffi does not have yet; use 1"
+        )
+    if config.root is not None and not Path(config.root).is_dir():
+        raise ConfigError(f'root "{config.root}" is not a directory')
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -66,26 +119,19 @@ def parse_listen(text: str) -> tuple[str, int]:
         host, port = "0.0.0.0", text
     host = host.strip("[]") or "0.0.0.0"
     if not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
-        raise SystemExit(f"ngxffi serve: invalid port in --listen {text!r}")
+        raise ConfigError(f"invalid port in listen {text!r}")
     return host, int(port)
 
 
-def make_handler(args: argparse.Namespace, server: list[HttpServer]) -> Any:
-    if args.ret:
-        status, body = args.ret
-        if not status.isdigit() or not 100 <= int(status) <= 599:
-            raise SystemExit(f"ngxffi serve: invalid --return status {status!r}")
-        ret = Response(int(status), body.encode())
+def make_handler(config: Config, server: list[HttpServer]) -> Any:
+    if config.return_ is not None:
+        ret = Response(config.return_[0], config.return_[1].encode())
         content: Any = lambda request: ret  # noqa: E731
     else:
-        try:
-            content = Static(args.root or BUNDLED)
-        except OSError as e:
-            raise SystemExit(f"ngxffi serve: invalid --root: {e}") from None
+        content = Static(config.root or BUNDLED)
 
     def handler(request: Request) -> Response:
-        path = request.uri.split("?", 1)[0]
-        if path == args.status_path:
+        if request.uri.split("?", 1)[0] == config.status_path:
             return stub_status(server[0].cycle.stats, request)
         response: Response = content(request)
         return response
@@ -94,41 +140,72 @@ def make_handler(args: argparse.Namespace, server: list[HttpServer]) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s [%(levelname)s] %(message)s",
-        datefmt="%Y/%m/%d %H:%M:%S",
-    )
-    address = parse_listen(args.listen)
-    holder: list[HttpServer] = []
-    handler = make_handler(args, holder)
-    with Cycle(args.worker_connections, use=args.use) as cycle:
-        cycle.multi_accept = args.multi_accept
-        config = HttpConfig(
-            client_header_timeout=round(args.client_header_timeout * 1000),
-            keepalive_timeout=round(args.keepalive_timeout * 1000),
-            send_timeout=round(args.send_timeout * 1000),
+    name = args.config or "(command line)"
+    try:
+        config = configure(args)
+    except ConfigError as e:
+        print(f"ngxffi: [emerg] {e}", file=sys.stderr)
+        if args.test:
+            print(f"ngxffi: configuration file {name} test failed", file=sys.stderr)
+        return 1
+    if args.test:
+        print(
+            f"ngxffi: the configuration file {name} syntax is ok\n"
+            f"ngxffi: configuration file {name} test is successful",
+            file=sys.stderr,
         )
-        server = HttpServer(cycle, handler, config)
+        return 0
+    log.configure(*config.error_log)
+    if config.worker_rlimit_nofile:
+        hard = nos.getrlimit(lib.RLIMIT_NOFILE)[1]
+        nos.setrlimit(lib.RLIMIT_NOFILE, (config.worker_rlimit_nofile, hard))
+    return serve(config)
+
+
+def serve(config: Config) -> int:
+    holder: list[HttpServer] = []
+    handler = make_handler(config, holder)
+    http = HttpConfig(
+        client_header_timeout=config.client_header_timeout,
+        keepalive_timeout=config.keepalive_timeout,
+        keepalive_requests=config.keepalive_requests,
+        send_timeout=config.send_timeout,
+    )
+    with (
+        Cycle(config.worker_connections, use=config.use) as cycle,
+        contextlib.ExitStack() as stack,
+    ):
+        access = None
+        if config.access_log:  # line-buffered: each request is on disk at once
+            access = stack.enter_context(open(config.access_log, "a", buffering=1))
+        cycle.multi_accept = config.multi_accept
+        cycle.accept_mutex_delay = config.accept_mutex_delay
+        server = HttpServer(cycle, handler, http, access)
         holder.append(server)
-        ls = Listening(address, server.init_connection)
+        ls = Listening(
+            parse_listen(config.listen.address),
+            server.init_connection,
+            backlog=config.listen.backlog,
+            reuseport=config.listen.reuseport,
+            deferred_accept=config.listen.deferred,
+            emfile_policy=config.listen.emfile_policy,
+        )
         open_listening_sockets([ls])
+        stack.callback(ls.close)
         add_listening(cycle, [ls])
+        if config.pid:
+            Path(config.pid).write_text(f"{os.getpid()}\n")
+            stack.callback(Path(config.pid).unlink, missing_ok=True)
         stop: list[int] = []
-
-        def on_signal(signum: int, frame: Any) -> None:
-            stop.append(signum)
-
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, on_signal)
+            signal.signal(signum, lambda signum, frame: stop.append(signum))
         bound = sockaddr.to_text(nos.getsockname(ls.fd))
         print(
-            f"ngxffi serve: listening on http://{bound}/ "
-            f"(status at {args.status_path}); Ctrl-C or SIGTERM stops it",
+            f"ngxffi serve: listening on http://{bound}/ (status at "
+            f"{config.status_path}); Ctrl-C or SIGTERM stops it",
             file=sys.stderr,
             flush=True,
         )
         while not stop:
             process_events_and_timers(cycle)
-        ls.close()
     return 0

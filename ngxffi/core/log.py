@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 DEBUG = logging.DEBUG
 INFO = logging.INFO
@@ -47,3 +48,29 @@ def log_error(level: int, message: str, err: int = 0) -> None:
         if err:
             message = f"{message} ({err}: {os.strerror(err)})"
         logger.log(level, message)
+
+
+_NAMES = {level: name for name, level in LEVELS.items()}
+
+
+class NginxFormatter(logging.Formatter):
+    """nginx's error_log line: ``2026/11/23 12:00:00 [warn] 1234#0: message``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
+        level = _NAMES.get(record.levelno, record.levelname.lower())
+        return f"{when} [{level}] {record.process}#0: {record.getMessage()}"
+
+
+def configure(target: str, level: str) -> None:
+    """Send ngxffi's log to ``target`` ("stderr" or a file path) from ``level`` up,
+    as nginx's ``error_log FILE LEVEL``."""
+    handler: logging.Handler = (
+        logging.StreamHandler() if target == "stderr" else logging.FileHandler(target)
+    )
+    handler.setFormatter(NginxFormatter())
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(LEVELS[level])
+    logger.propagate = False

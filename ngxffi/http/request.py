@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import httptools
 
@@ -128,12 +128,30 @@ class HttpServer:
     """The server side of ``ngxffi serve``: config, handler and counters."""
 
     def __init__(
-        self, cycle: Cycle, handler: Handler, config: HttpConfig | None = None
+        self,
+        cycle: Cycle,
+        handler: Handler,
+        config: HttpConfig | None = None,
+        access_log: TextIO | None = None,
     ) -> None:
         self.cycle = cycle
         self.handler = handler
         self.config = config or HttpConfig()
+        self.access_log = access_log
         self.shutting_down = False
+
+    def log_access(self, c: Connection, request: Request, response: Response) -> None:
+        """One line in nginx's ``combined`` format."""
+        assert self.access_log is not None
+        head = request.method == "HEAD" or response.status == 304
+        sent = 0 if head else response.content_length
+        when = time.strftime("%d/%b/%Y:%H:%M:%S %z")
+        h = request.headers
+        self.access_log.write(
+            f'{c.addr_text} - - [{when}] "{request.method} {request.uri} '
+            f'HTTP/{request.version}" {response.status} {sent} '
+            f'"{h.get("referer", "-")}" "{h.get("user-agent", "-")}"\n'
+        )
 
     def init_connection(self, c: Connection) -> None:
         """The listening socket's handler. Imitates ngx_http_init_connection: read
@@ -235,6 +253,8 @@ class HttpConnection:
             or self.c.raw.requests >= self.server.config.keepalive_requests
         )
         self._respond(response, request.method == "HEAD", close=last)
+        if self.server.access_log is not None:
+            self.server.log_access(self.c, request, response)
         self.request = None  # what comes next is a new header, bounded in _feed
 
     # --- responses ------------------------------------------------------------------
