@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -415,4 +418,68 @@ def test_configured_by_file_with_logs_and_pid(tmp_path: Path) -> None:
     assert re.search(
         r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[info\] \d+#0: client timed out",
         error.read_text(),
+    )
+
+
+def test_graceful_shutdown_on_sigquit() -> None:
+    """Idle keep-alive connections close at once; a request in progress finishes
+    with Connection: close; then the server exits by itself."""
+    server = Server("--return", "200", "bye")
+    idle = server.connect()
+    idle.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    read_response(idle)
+    busy = server.connect()
+    busy.sendall(b"GET / HTTP/1.1\r\n")  # half a request
+    server.get()  # the half request has reached the server before the signal
+    server.proc.send_signal(signal.SIGQUIT)
+    assert closed(idle)
+    busy.sendall(b"Host: a\r\n\r\n")
+    head, body = read_response(busy)
+    assert body == b"bye" and b"Connection: close" in head
+    assert closed(busy)
+    assert server.proc.wait(timeout=10) == 0
+    with pytest.raises(OSError):
+        server.connect()  # no longer listening
+    idle.close()
+    busy.close()
+
+
+def test_send_timeout_closes_a_reader_that_stalls(tmp_path: Path) -> None:
+    stall = threading.Event()
+    (tmp_path / "big.bin").write_bytes(b"x" * (8 << 20))
+    server = Server("--root", str(tmp_path), "--send-timeout", "300ms")
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", server.port))
+        s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        # not reading: the server's send blocks, then send_timeout closes it
+        received = 0
+        s.settimeout(10)
+        stall.wait(1)  # the stall itself is what is tested: there is nothing to await
+        with contextlib.suppress(ConnectionResetError):  # closed with data unsent
+            while chunk := s.recv(1 << 20):
+                received += len(chunk)
+        assert received < 8 << 20  # cut short by the server
+        s.close()
+    finally:
+        server.stop()
+
+
+def test_curl_sees_keepalive_and_head(server: Server) -> None:
+    curl = shutil.which("curl")
+    url = f"http://127.0.0.1:{server.port}/"
+    if curl is None:  # curl is optional: http.client checks the same
+        assert server.get(method="HEAD").getheader("Content-Length") == "5"
+        return
+    out = subprocess.run(
+        [curl, "-sv", url, url, "-I", "--http1.1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0
+    assert "Re-using existing connection" in out.stderr or "Reusing" in out.stderr
+    assert (
+        out.stdout.count("HTTP/1.1 200 OK") == 2 and "Content-Length: 5" in out.stdout
     )

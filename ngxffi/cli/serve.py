@@ -197,7 +197,7 @@ def serve(config: Config) -> int:
             Path(config.pid).write_text(f"{os.getpid()}\n")
             stack.callback(Path(config.pid).unlink, missing_ok=True)
         stop: list[int] = []
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
             signal.signal(signum, lambda signum, frame: stop.append(signum))
         bound = sockaddr.to_text(nos.getsockname(ls.fd))
         print(
@@ -208,4 +208,20 @@ def serve(config: Config) -> int:
         )
         while not stop:
             process_events_and_timers(cycle)
+        if stop[0] == signal.SIGQUIT:
+            graceful_shutdown(server, ls)
     return 0
+
+
+def graceful_shutdown(server: HttpServer, ls: Listening) -> None:
+    """SIGQUIT, as nginx's single process handles it: stop accepting, close the idle
+    keep-alive connections, let the others finish (their responses carry
+    ``Connection: close``), then return."""
+    cycle = server.cycle
+    server.shutting_down = True
+    if ls.connection is not None:
+        cycle.close_connection(ls.connection)  # out of the kernel set, socket closed
+        ls.fd = -1
+    cycle.close_idle_connections()
+    while cycle.stats.active > 0:
+        process_events_and_timers(cycle)

@@ -286,6 +286,14 @@ class Cycle:
             c.raw.close = 1
             c.read.handler(c.read)
 
+    def close_idle_connections(self) -> None:
+        """Set ``close`` on every idle (keep-alive) connection and call its read
+        handler, which closes it. Imitates ngx_close_idle_connections."""
+        for c in self.connections:
+            if c.raw.fd != -1 and c.raw.idle:
+                c.raw.close = 1
+                c.read.handler(c.read)
+
     # --- time ------------------------------------------------------------------------
 
     def time_update(self) -> None:
