@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ngxffi import Connection, Cycle, lib
+from ngxffi import Connection, Cycle, ffi, lib
 from ngxffi import os as nos
 
 
@@ -151,3 +151,14 @@ def signaller() -> Iterator[Signaller]:
     yield s
     s.stop()
     signal.signal(signal.SIGUSR1, old)
+
+
+def free_list(cy: Cycle) -> list[int]:
+    """The C free list, walked through c.data, as slot numbers."""
+    base = int(ffi.cast("uintptr_t", cy.raw.connections))
+    size = ffi.sizeof("ngx_connection_t")
+    slots, p = [], cy.raw.free_connections
+    while p != ffi.NULL:
+        slots.append((int(ffi.cast("uintptr_t", p)) - base) // size)
+        p = ffi.cast("ngx_connection_t *", p.data)
+    return slots

@@ -5,23 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from conftest import free_list
 
 from ngxffi import Connection, Cycle, ffi, lib
 from ngxffi import os as nos
 from ngxffi.event.posted import post_event
 
 Attach = Callable[[Cycle], tuple[Connection, int]]
-
-
-def free_list(cy: Cycle) -> list[int]:
-    """The C free list, walked through c.data, as slot numbers."""
-    base = int(ffi.cast("uintptr_t", cy.raw.connections))
-    size = ffi.sizeof("ngx_connection_t")
-    slots, p = [], cy.raw.free_connections
-    while p != ffi.NULL:
-        slots.append((int(ffi.cast("uintptr_t", p)) - base) // size)
-        p = ffi.cast("ngx_connection_t *", p.data)
-    return slots
 
 
 def test_a_new_cycle_is_laid_out_as_nginx_does() -> None:

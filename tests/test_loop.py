@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -28,12 +28,8 @@ Attach = Callable[[Cycle], tuple[Connection, int]]
 
 
 @pytest.fixture
-def cy() -> Iterator[Cycle]:
-    with Cycle(8) as cycle:
-        yield cycle
-        for c in cycle.connections:
-            if c.raw.fd != -1:
-                cycle.close_connection(c)
+def cy(epoll_cycle: Cycle) -> Cycle:
+    return epoll_cycle
 
 
 def named(cy: Cycle, log: list[str], name: str) -> Event:

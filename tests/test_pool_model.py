@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 
+from conftest import free_list
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from ngxffi import Connection, Cycle, ffi
+from ngxffi import Connection, Cycle
 from ngxffi import os as nos
 
 N = 6
@@ -68,13 +69,7 @@ class PoolMachine(RuleBasedStateMachine):
     def counts_and_order_match(self) -> None:
         cy = self.cycle
         assert cy.free_connection_n == len(self.free)
-        base = int(ffi.cast("uintptr_t", cy.raw.connections))
-        size = ffi.sizeof("ngx_connection_t")
-        walked, p = [], cy.raw.free_connections
-        while p != ffi.NULL:
-            walked.append((int(ffi.cast("uintptr_t", p)) - base) // size)
-            p = ffi.cast("ngx_connection_t *", p.data)
-        assert walked == self.free
+        assert free_list(cy) == self.free
 
 
 TestPool = PoolMachine.TestCase
