@@ -18,6 +18,7 @@ response closes the connection.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, TextIO
 import httptools
 
 from ngxffi import os as nos
-from ngxffi._ngx import lib
+from ngxffi._ngx import ffi, lib
 from ngxffi.core.log import ALERT, INFO, log_error
 from ngxffi.event.event import Event, handle_read_event, handle_write_event
 
@@ -139,6 +140,7 @@ class HttpServer:
         self.config = config or HttpConfig()
         self.access_log = access_log
         self.shutting_down = False
+        self.read_buffer = ffi.new("char[]", READ_SIZE)  # one for all: one thread
 
     def log_access(self, c: Connection, request: Request, response: Response) -> None:
         """One line in nginx's ``combined`` format."""
@@ -319,22 +321,21 @@ class HttpConnection:
         if c.raw.close:  # drained by drain_connections, or shutting down
             self.close()
             return
+        buf = self.server.read_buffer
         while True:
             while not self.out:
-                try:
-                    data = nos.recv(c.raw.fd, READ_SIZE)
-                except BlockingIOError:
-                    c.read.raw.ready = 0
-                    break
-                except OSError:
-                    self.close()
-                    return
-                if not data:
-                    self.close()
+                # the raw call: EAGAIN ends every read, and an exception per request
+                # would cost more than the rest of the read
+                n = lib.recv(c.raw.fd, buf, READ_SIZE, 0)
+                if n <= 0:
+                    if n < 0 and ffi.errno == lib.EAGAIN:
+                        c.read.raw.ready = 0
+                        break
+                    self.close()  # EOF, or an error such as ECONNRESET
                     return
                 if self.state == "waiting":
                     self._wake()
-                self._feed(data)
+                self._feed(ffi.buffer(buf, n)[:])
             if not self.flush() or not c.read.raw.ready:
                 return
 
@@ -399,7 +400,12 @@ class HttpConnection:
         """Send some of a segment; True when it is all sent."""
         fd = self.c.raw.fd
         if isinstance(segment, bytearray):
-            del segment[: nos.send(fd, segment, lib.MSG_NOSIGNAL)]
+            sent = lib.send(
+                fd, ffi.from_buffer(segment), len(segment), lib.MSG_NOSIGNAL
+            )
+            if sent < 0:
+                raise nos.error("send")  # BlockingIOError for EAGAIN
+            del segment[:sent]
             return not segment
         sent = nos.sendfile(fd, segment.fd, segment.offset, segment.left)
         if sent == 0:  # the file shrank under us: the length sent was a lie
@@ -412,10 +418,16 @@ class HttpConnection:
         return True
 
     def _keepalive(self) -> None:
-        """Imitates ngx_http_set_keepalive: idle, reusable, keepalive_timeout."""
+        """Imitates ngx_http_set_keepalive: idle, reusable, keepalive_timeout, and
+        TCP_NODELAY once (nginx's tcp_nodelay on), so that the next small response
+        is not held back by Nagle's algorithm waiting for an ACK."""
         c = self.c
         cycle = self.server.cycle
         self._set_state("waiting")
+        if not c.raw.tcp_nodelay and c.listening.family != lib.AF_UNIX:
+            c.raw.tcp_nodelay = 1  # NGX_TCP_NODELAY_SET
+            with contextlib.suppress(OSError):  # e.g. the peer is gone already
+                nos.setsockopt(c.raw.fd, lib.IPPROTO_TCP, lib.TCP_NODELAY, 1)
         c.raw.idle = 1
         cycle.reusable_connection(c, True)
         cycle.timers.add_timer(c.read, self.server.config.keepalive_timeout)
