@@ -22,7 +22,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, TextIO
 
@@ -93,6 +93,7 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
     file: int = -1
     length: int = -1
+    fixed_head: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def content_length(self) -> int:
@@ -115,14 +116,34 @@ class _Date:
     """The Date header, formatted once a second (nginx caches ngx_cached_http_time)."""
 
     second = -1
-    text = ""
+    line = b""
 
     @classmethod
-    def now(cls) -> str:
+    def header(cls) -> bytes:
         second = int(time.time())
         if second != cls.second:
-            cls.second, cls.text = second, formatdate(second, usegmt=True)
-        return cls.text
+            date = formatdate(second, usegmt=True)
+            cls.second, cls.line = second, f"Date: {date}\r\n".encode()
+        return cls.line
+
+
+KEEP_ALIVE = b"Connection: keep-alive\r\n\r\n"
+CLOSE = b"Connection: close\r\n\r\n"
+
+
+def _fixed_head(response: Response, server_tokens: str) -> bytes:
+    """The response head but for Date and Connection, which change."""
+    lines = [
+        f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Unknown')}",
+        f"Server: {server_tokens}",
+    ]
+    if response.status != 304:
+        lines += [
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {response.content_length}",
+        ]
+    lines += [f"{name}: {value}" for name, value in response.headers]
+    return ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
 
 class HttpServer:
@@ -243,8 +264,7 @@ class HttpConnection:
     def on_message_complete(self) -> None:
         request = self.request
         assert request is not None
-        if self.c.read.raw.timer_set:  # the header is in: client_header_timeout ends
-            self.server.cycle.timers.del_timer(self.c.read)
+        self.unparsed = 0
         self.c.raw.requests += 1
         self.server.cycle.stats.requests += 1
         self._set_state("writing")
@@ -262,19 +282,12 @@ class HttpConnection:
     # --- responses ------------------------------------------------------------------
 
     def _respond(self, response: Response, head: bool, close: bool) -> None:
-        lines = [
-            f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Unknown')}",
-            f"Server: {self.server.config.server_tokens}",
-            f"Date: {_Date.now()}",
-        ]
-        if response.status != 304:
-            lines += [
-                f"Content-Type: {response.content_type}",
-                f"Content-Length: {response.content_length}",
-            ]
-        lines += [f"{name}: {value}" for name, value in response.headers]
-        lines.append("Connection: close" if close else "Connection: keep-alive")
-        self._queue(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        fixed = response.fixed_head
+        if fixed is None:  # built once per Response: `return` answers reuse one
+            fixed = response.fixed_head = _fixed_head(
+                response, self.server.config.server_tokens
+            )
+        self._queue(fixed + _Date.header() + (CLOSE if close else KEEP_ALIVE))
         if response.file >= 0:
             if head or response.status == 304:
                 nos.close(response.file)
@@ -315,6 +328,13 @@ class HttpConnection:
         pauses while a response waits for the socket, so responses stay in order."""
         c = self.c
         if c.read.raw.timedout:
+            c.read.raw.timedout = 0
+            if self.state == "writing":
+                # A header or keep-alive timer that ran out while a response is
+                # being sent: send_timeout governs that. (nginx deletes the read
+                # timer when a header is complete; not deleting it saves two heap
+                # operations per request, and _keepalive re-arms it lazily.)
+                return
             log_error(INFO, "client timed out")
             self.close()
             return
@@ -336,15 +356,20 @@ class HttpConnection:
                 if self.state == "waiting":
                     self._wake()
                 self._feed(ffi.buffer(buf, n)[:])
+            if self.request is None and self.unparsed and not c.read.raw.timer_set:
+                # a header begun with no timer running (one ran out while writing)
+                self.server.cycle.timers.add_timer(
+                    c.read, self.server.config.client_header_timeout
+                )
             if not self.flush() or not c.read.raw.ready:
                 return
 
     def _wake(self) -> None:
-        """Data on an idle keep-alive connection: a request is starting."""
-        cycle = self.server.cycle
-        cycle.reusable_connection(self.c, False)
+        """Data on an idle keep-alive connection: a request is starting. Its timer
+        stays the keep-alive one, as in nginx (client_header_timeout is armed only
+        for a header that has no timer at all)."""
+        self.server.cycle.reusable_connection(self.c, False)
         self.c.raw.idle = 0
-        cycle.timers.add_timer(self.c.read, self.server.config.client_header_timeout)
 
     def _feed(self, data: bytes) -> None:
         if self.request is None:
