@@ -316,10 +316,12 @@ class HttpConnection:
         self._respond(Response(status, body, "text/html"), head=False, close=True)
 
     def _set_state(self, state: str) -> None:
-        stats = self.server.cycle.stats
-        setattr(stats, self.state, getattr(stats, self.state) - 1)
-        setattr(stats, state, getattr(stats, state) + 1)
-        self.state = state
+        """Move this connection between stub_status's reading/writing/waiting."""
+        if state != self.state:
+            counters = vars(self.server.cycle.stats)  # the dataclass's own dict
+            counters[self.state] -= 1
+            counters[state] += 1
+            self.state = state
 
     # --- the event handlers' work -----------------------------------------------------
 
@@ -471,8 +473,7 @@ class HttpConnection:
             if isinstance(segment, FileBody):
                 nos.close(segment.fd)
         self.out.clear()
-        stats = self.server.cycle.stats
-        setattr(stats, self.state, getattr(stats, self.state) - 1)
+        vars(self.server.cycle.stats)[self.state] -= 1
         self.server.cycle.close_connection(self.c)
 
 
