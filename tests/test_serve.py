@@ -311,6 +311,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, byt
     (root / "sub").mkdir()
     (root / "sub" / "index.html").write_text("sub home")
     (root / "empty").mkdir()
+    (root / "a b\r\nX-Injected: 1").mkdir()  # a hostile directory name
     big = bytes(range(256)) * 4096  # 1 MiB, sent with sendfile
     (root / "big.bin").write_bytes(big)
     (root / "leak").symlink_to(outside / "secret.txt")
@@ -340,6 +341,9 @@ def test_static_files(site: tuple[Server, bytes]) -> None:
     head, _ = raw_get(server, b"/sub")
     assert head.startswith(b"HTTP/1.1 301") and b"Location: /sub/" in head
     assert raw_get(server, b"/empty/")[0].startswith(b"HTTP/1.1 403")
+    head, _ = raw_get(server, b"/a%20b%0d%0aX-Injected:%201")
+    assert head.startswith(b"HTTP/1.1 301") and b"\r\nX-Injected" not in head
+    assert b"Location: /a%20b%0D%0AX-Injected%3A%201/" in head
     assert raw_get(server, b"/missing")[0].startswith(b"HTTP/1.1 404")
     assert raw_get(server, b"/inside")[1] == b"plain"  # a symlink within the root
     head, body = raw_get(server, b"/big.bin")

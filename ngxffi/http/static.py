@@ -17,7 +17,7 @@ import os
 import stat
 from email.utils import formatdate
 from pathlib import Path
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 import httptools
 
@@ -68,7 +68,9 @@ class Static:
             os.close(fd)
             if path.endswith("/"):
                 return Response(403, b"")  # no index: directory listing is off
-            return Response(301, b"", headers=(("Location", path + "/"),))
+            # re-encoded: the decoded path may hold CR, LF or non-ASCII bytes
+            location = quote(path.encode("utf-8", "surrogateescape") + b"/")
+            return Response(301, b"", headers=(("Location", location),))
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             return Response(403, b"")
