@@ -487,3 +487,22 @@ def test_curl_sees_keepalive_and_head(server: Server) -> None:
     assert (
         out.stdout.count("HTTP/1.1 200 OK") == 2 and "Content-Length: 5" in out.stdout
     )
+
+
+def test_the_poll_module_serves_too() -> None:
+    server = Server("--return", "200", "polled", "--use", "poll")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        for _ in range(3):
+            conn.request("GET", "/")
+            assert conn.getresponse().read() == b"polled"
+        conn.close()
+        s = server.connect()
+        s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" * 2)
+        data = b""
+        while data.count(b"polled") < 2:
+            data += s.recv(65536)
+        s.close()
+        assert " 3 3 6 \n" in server.status()
+    finally:
+        server.stop()
