@@ -278,6 +278,17 @@ struct ngx_connection_s {
     unsigned tcp_nopush:2;
 };
 
+/* stub_status's counters (the ngx_stat_* atomics); in shared memory with workers. */
+typedef struct {
+    int64_t accepted;
+    int64_t handled;
+    int64_t active;
+    int64_t requests;
+    int64_t reading;
+    int64_t writing;
+    int64_t waiting;
+} ngxffi_stats_t;
+
 /* What the C helpers below need of ngx_cycle_t. */
 typedef struct {
     ngx_connection_t *connections;
@@ -315,6 +326,7 @@ EVENT_CORE_CDEF = """
 #define NGXFFI_STALE_REUSED ...
 #define NGXFFI_INVALID ...
 
+int64_t ngxffi_atomic_add(int64_t *value, int64_t delta);
 void ngxffi_init_connections(ngxffi_cycle_t *cy);
 intptr_t ngxffi_get_connection(ngxffi_cycle_t *cy, int fd);
 void ngxffi_free_connection(ngxffi_cycle_t *cy, uintptr_t slot);
@@ -340,6 +352,12 @@ enum {                                            /* per half-event verdicts */
     NGXFFI_NONE, NGXFFI_DISPATCHED, NGXFFI_POSTED, NGXFFI_STALE_CLOSED,
     NGXFFI_STALE_REUSED, NGXFFI_INVALID
 };
+
+/* ngx_atomic_fetch_add: safe between processes sharing the memory. */
+static int64_t ngxffi_atomic_add(int64_t *value, int64_t delta)
+{
+    return __atomic_fetch_add(value, delta, __ATOMIC_SEQ_CST);
+}
 
 /* ngx_event_process_init: every slot free, fd -1, both events closed, read
    instance 1; the free list runs c[0] -> c[1] -> ... so c[0] is taken first. */

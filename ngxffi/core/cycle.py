@@ -230,7 +230,7 @@ class Cycle:
         rev.raw.closed = 1
         wev.raw.closed = 1
         if c.listening is not None and not rev.raw.accept:
-            self.stats.active -= 1  # an accepted one (nginx: its protocol's close)
+            self.stats.add("active", -1)  # an accepted one (nginx: protocol's close)
         self.reusable_connection(c, False)
         log_error_level = raw.log_error
         self.free_connection(c)

@@ -190,7 +190,7 @@ def shed_pending(cycle: Cycle, fd: int) -> int:
             break
         lib.close(s)
         shed += 1
-    cycle.stats.accepted += shed  # accepted, never handled: accepts - handled
+    cycle.stats.add("accepted", shed)  # accepted, never handled: accepts - handled
     open_reserve(cycle)
     if shed:
         log_error(WARN, f"{shed} pending connections closed: out of file descriptors")
@@ -200,14 +200,14 @@ def shed_pending(cycle: Cycle, fd: int) -> int:
 def _accepted(cycle: Cycle, ev: Event, ls: Listening, s: int) -> None:
     """The part of ngx_event_accept after a successful accept."""
     stats = cycle.stats
-    stats.accepted += 1
+    stats.add("accepted", 1)
     cycle.accept_disabled = cycle.connection_n // 8 - cycle.raw.free_connection_n
     c = cycle.get_connection(s)
     if c is None:
         if lib.close(s) == -1:
             log_error(ALERT, "close() socket failed", ffi.errno)
         return
-    stats.active += 1
+    stats.add("active", 1)
     if not _state.use_accept4 and (
         lib.ngxffi_nonblocking(s) == -1 or lib.ngxffi_set_cloexec(s, 1) == -1
     ):
@@ -221,7 +221,7 @@ def _accepted(cycle: Cycle, ev: Event, ls: Listening, s: int) -> None:
         c.read.raw.available = 1
     c.raw.number = cycle.connection_counter
     cycle.connection_counter += 1
-    stats.handled += 1
+    stats.add("handled", 1)
     c.addr_text = sockaddr.to_text(
         sockaddr.decode(_state.sa, _state.length[0]), port=False
     )

@@ -3,21 +3,38 @@
 accepted: accept() returned a socket; handled: it got a pool slot (accepted - handled
 are the connections dropped for lack of slots); active: accepted connections open now;
 requests: requests parsed; reading, writing, waiting: connections reading a request
-header, processing or answering one, idle in keep-alive. Per cycle here; the process
-layer will put them in shared memory.
+header, processing or answering one, idle in keep-alive.
+
+They live in a C ``ngxffi_stats_t`` and change only by atomic adds, as nginx's do, so
+that workers sharing one (in shared memory) count exactly; a cycle on its own gets a
+private one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
+
+from ngxffi._ngx import ffi, lib
+
+FIELDS = ("accepted", "handled", "active", "requests", "reading", "writing", "waiting")
 
 
-@dataclass
 class Stats:
-    accepted: int = 0
-    handled: int = 0
-    active: int = 0
-    requests: int = 0
-    reading: int = 0
-    writing: int = 0
-    waiting: int = 0
+    """Read ``stats.accepted`` and the others; change them with :meth:`add`."""
+
+    def __init__(self, raw: Any = None) -> None:
+        self.raw = ffi.new("ngxffi_stats_t *") if raw is None else raw
+        self._fields = {name: ffi.addressof(self.raw[0], name) for name in FIELDS}
+
+    def add(self, name: str, delta: int) -> None:
+        """Atomically add ``delta`` to counter ``name``."""
+        lib.ngxffi_atomic_add(self._fields[name], delta)
+
+    def __getattr__(self, name: str) -> int:
+        if name in FIELDS:
+            return int(getattr(self.raw, name))
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self.raw, name)}" for name in FIELDS)
+        return f"Stats({values})"

@@ -182,7 +182,7 @@ class HttpServer:
         c.data = HttpConnection(self, c)
         c.read.handler = _on_read
         c.write.handler = _on_write
-        self.cycle.stats.reading += 1
+        self.cycle.stats.add("reading", 1)
         self.cycle.timers.add_timer(c.read, self.config.client_header_timeout)
         handle_read_event(c.read)
         if c.read.raw.ready:  # deferred accept: data is already there
@@ -266,7 +266,7 @@ class HttpConnection:
         assert request is not None
         self.unparsed = 0
         self.c.raw.requests += 1
-        self.server.cycle.stats.requests += 1
+        self.server.cycle.stats.add("requests", 1)
         self._set_state("writing")
         response = self.server.handler(request)
         last = (
@@ -318,9 +318,9 @@ class HttpConnection:
     def _set_state(self, state: str) -> None:
         """Move this connection between stub_status's reading/writing/waiting."""
         if state != self.state:
-            counters = vars(self.server.cycle.stats)  # the dataclass's own dict
-            counters[self.state] -= 1
-            counters[state] += 1
+            stats = self.server.cycle.stats
+            stats.add(self.state, -1)
+            stats.add(state, 1)
             self.state = state
 
     # --- the event handlers' work -----------------------------------------------------
@@ -473,7 +473,7 @@ class HttpConnection:
             if isinstance(segment, FileBody):
                 nos.close(segment.fd)
         self.out.clear()
-        vars(self.server.cycle.stats)[self.state] -= 1
+        self.server.cycle.stats.add(self.state, -1)
         self.server.cycle.close_connection(self.c)
 
 
