@@ -327,6 +327,7 @@ EVENT_CORE_CDEF = """
 #define NGXFFI_INVALID ...
 
 int64_t ngxffi_atomic_add(int64_t *value, int64_t delta);
+void ngxffi_atomic_move(int64_t *from, int64_t *to);
 void ngxffi_init_connections(ngxffi_cycle_t *cy);
 intptr_t ngxffi_get_connection(ngxffi_cycle_t *cy, int fd);
 void ngxffi_free_connection(ngxffi_cycle_t *cy, uintptr_t slot);
@@ -357,6 +358,14 @@ enum {                                            /* per half-event verdicts */
 static int64_t ngxffi_atomic_add(int64_t *value, int64_t delta)
 {
     return __atomic_fetch_add(value, delta, __ATOMIC_SEQ_CST);
+}
+
+/* One connection moving between two counters (stub_status reading/writing/waiting),
+   in one call from Python. */
+static void ngxffi_atomic_move(int64_t *from, int64_t *to)
+{
+    __atomic_fetch_sub(from, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(to, 1, __ATOMIC_SEQ_CST);
 }
 
 /* ngx_event_process_init: every slot free, fd -1, both events closed, read

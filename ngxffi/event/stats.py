@@ -30,6 +30,10 @@ class Stats:
         """Atomically add ``delta`` to counter ``name``."""
         lib.ngxffi_atomic_add(self._fields[name], delta)
 
+    def move(self, old: str, new: str) -> None:
+        """One connection goes from counter ``old`` to ``new`` (atomically each)."""
+        lib.ngxffi_atomic_move(self._fields[old], self._fields[new])
+
     def __getattr__(self, name: str) -> int:
         if name in FIELDS:
             return int(getattr(self.raw, name))

@@ -318,9 +318,7 @@ class HttpConnection:
     def _set_state(self, state: str) -> None:
         """Move this connection between stub_status's reading/writing/waiting."""
         if state != self.state:
-            stats = self.server.cycle.stats
-            stats.add(self.state, -1)
-            stats.add(state, 1)
+            self.server.cycle.stats.move(self.state, state)
             self.state = state
 
     # --- the event handlers' work -----------------------------------------------------
