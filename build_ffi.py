@@ -85,6 +85,7 @@ HEADERS = """
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -176,8 +177,9 @@ int setrlimit(int resource, const struct rlimit *rlim);
 int clock_gettime(clockid_t clockid, struct timespec *tp);
 """
 
-# fcntl(2) is variadic; these fixed-signature helpers keep cffi on its fast path.
-FCNTL_HELPERS_CDEF = """
+# fcntl(2) and prctl(2) are variadic: fixed-signature helpers keep cffi fast.
+VARIADIC_HELPERS_CDEF = """
+int ngxffi_pdeathsig(int signum);
 int ngxffi_nonblocking(int fd);
 int ngxffi_blocking(int fd);
 int ngxffi_get_status_flags(int fd);
@@ -186,8 +188,11 @@ int ngxffi_get_fd_flags(int fd);
 int ngxffi_set_cloexec(int fd, int on);
 """
 
-FCNTL_HELPERS_SOURCE = """
+VARIADIC_HELPERS_SOURCE = """
 static int ngxffi_get_status_flags(int fd) { return fcntl(fd, F_GETFL); }
+
+/* prctl(2) is variadic too: a worker asks for a signal when its master dies. */
+static int ngxffi_pdeathsig(int signum) { return prctl(PR_SET_PDEATHSIG, signum); }
 static int ngxffi_set_status_flags(int fd, int fl) { return fcntl(fd, F_SETFL, fl); }
 static int ngxffi_get_fd_flags(int fd) { return fcntl(fd, F_GETFD); }
 
@@ -636,11 +641,11 @@ def _constant_cdef() -> str:
 
 ffibuilder = FFI()
 ffibuilder.cdef(
-    SYSCALLS + FCNTL_HELPERS_CDEF + CORE_STRUCTS + EVENT_CORE_CDEF + _constant_cdef()
+    SYSCALLS + VARIADIC_HELPERS_CDEF + CORE_STRUCTS + EVENT_CORE_CDEF + _constant_cdef()
 )
 ffibuilder.set_source(
     "ngxffi._ngx",
-    HEADERS + FCNTL_HELPERS_SOURCE + CORE_STRUCTS + EVENT_CORE_SOURCE,
+    HEADERS + VARIADIC_HELPERS_SOURCE + CORE_STRUCTS + EVENT_CORE_SOURCE,
     # cffi's own layout checks take &p->data of the packed struct; that is harmless.
     extra_compile_args=["-O2", "-Wall", "-Wno-address-of-packed-member"],
 )

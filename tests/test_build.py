@@ -125,6 +125,7 @@ def test_fcntl_helpers_are_not_variadic() -> None:
         "ngxffi_set_status_flags",
         "ngxffi_get_fd_flags",
         "ngxffi_set_cloexec",
+        "ngxffi_pdeathsig",
     ):
         fn = ffi.typeof(getattr(lib, name))
         assert not fn.ellipsis, name

@@ -103,6 +103,9 @@ def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
     assert out.returncode == 1 and "open()" in out.stderr and "failed" in out.stderr
 
 
-def test_more_workers_are_refused_for_now() -> None:
-    out = serve_t("--workers", "2")
-    assert out.returncode == 1 and "worker_processes > 1" in out.stderr
+def test_workers_are_accepted_but_not_the_accept_mutex_yet(tmp_path: Path) -> None:
+    assert serve_t("--workers", "2").returncode == 0
+    path = tmp_path / "mutex.toml"
+    path.write_text("worker_processes = 2\naccept_mutex = true\n")
+    out = serve_t("-c", str(path))
+    assert out.returncode == 1 and "accept_mutex is not supported yet" in out.stderr

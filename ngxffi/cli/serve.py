@@ -23,10 +23,14 @@ from ngxffi._ngx import lib
 from ngxffi.core import log
 from ngxffi.core.config import Config, ConfigError, Listen, load, msec
 from ngxffi.core.listening import Listening, open_listening_sockets
-from ngxffi.event.accept import add_listening
+from ngxffi.event.accept import add_listening, close_listening_sockets
+from ngxffi.event.event import EXCLUSIVE_EVENT, LEVEL_EVENT
+from ngxffi.event.stats import Stats
 from ngxffi.http.request import HttpConfig, HttpServer, Request, Response
 from ngxffi.http.static import Static
 from ngxffi.http.status import stub_status
+from ngxffi.process.master import Master
+from ngxffi.process.shm import SharedStats
 
 BUNDLED = Path(__file__).resolve().parent.parent / "http" / "html"
 
@@ -103,10 +107,10 @@ def configure(args: argparse.Namespace) -> Config:
 def check(config: Config) -> None:
     """What can be refused before starting."""
     parse_listen(config.listen.address)
-    if config.worker_processes != 1:
+    if config.worker_processes > 1 and config.accept_mutex:
         raise ConfigError(
-            "worker_processes > 1 needs the master process, which "
-            "ngxffi does not have yet; use 1"
+            "accept_mutex is not supported yet: workers share the listening "
+            "socket with EPOLLEXCLUSIVE (nginx's default)"
         )
     if config.root is not None and not Path(config.root).is_dir():
         raise ConfigError(f'root "{config.root}" is not a directory')
@@ -163,6 +167,44 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve(config: Config) -> int:
+    """Open the listening socket, then serve in this process or, with
+    worker_processes above 1, in workers under a master."""
+    ls = Listening(
+        parse_listen(config.listen.address),
+        lambda c: None,  # each worker installs its server's handler
+        backlog=config.listen.backlog,
+        reuseport=config.listen.reuseport,
+        deferred_accept=config.listen.deferred,
+        emfile_policy=config.listen.emfile_policy,
+    )
+    open_listening_sockets([ls])
+    with contextlib.ExitStack() as stack:
+        stack.callback(ls.close)
+        if config.pid:
+            Path(config.pid).write_text(f"{os.getpid()}\n")
+            stack.callback(Path(config.pid).unlink, missing_ok=True)
+        bound = sockaddr.to_text(nos.getsockname(ls.fd))
+        print(
+            f"ngxffi serve: listening on http://{bound}/ (status at "
+            f"{config.status_path}); Ctrl-C or SIGTERM stops it",
+            file=sys.stderr,
+            flush=True,
+        )
+        if config.worker_processes == 1:
+            return run_worker(config, ls, Stats(), exclusive=False)
+        stats = SharedStats()  # before fork: one set of counters for all workers
+        master = Master(
+            config.worker_processes,
+            lambda slot: run_worker(config, ls, stats, exclusive=True),
+            on_quit=ls.close,
+        )
+        return master.run()
+
+
+def run_worker(config: Config, ls: Listening, stats: Stats, exclusive: bool) -> int:
+    """One event loop serving ``ls``: the whole server in one process, or a worker.
+    Imitates ngx_worker_process_cycle: loop until SIGTERM/SIGINT (at once) or SIGQUIT
+    (gracefully)."""
     holder: list[HttpServer] = []
     handler = make_handler(config, holder)
     http = HttpConfig(
@@ -172,7 +214,7 @@ def serve(config: Config) -> int:
         send_timeout=config.send_timeout,
     )
     with (
-        Cycle(config.worker_connections, use=config.use) as cycle,
+        Cycle(config.worker_connections, use=config.use, stats=stats) as cycle,
         contextlib.ExitStack() as stack,
     ):
         access = None
@@ -182,46 +224,28 @@ def serve(config: Config) -> int:
         cycle.accept_mutex_delay = config.accept_mutex_delay
         server = HttpServer(cycle, handler, http, access)
         holder.append(server)
-        ls = Listening(
-            parse_listen(config.listen.address),
-            server.init_connection,
-            backlog=config.listen.backlog,
-            reuseport=config.listen.reuseport,
-            deferred_accept=config.listen.deferred,
-            emfile_policy=config.listen.emfile_policy,
-        )
-        open_listening_sockets([ls])
-        stack.callback(ls.close)
-        add_listening(cycle, [ls])
-        if config.pid:
-            Path(config.pid).write_text(f"{os.getpid()}\n")
-            stack.callback(Path(config.pid).unlink, missing_ok=True)
+        ls.handler = server.init_connection
+        # workers share one listening socket: EPOLLEXCLUSIVE wakes one of them, not
+        # all (nginx's default without the accept mutex)
+        add_listening(cycle, [ls], EXCLUSIVE_EVENT if exclusive else LEVEL_EVENT)
         stop: list[int] = []
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
             signal.signal(signum, lambda signum, frame: stop.append(signum))
-        bound = sockaddr.to_text(nos.getsockname(ls.fd))
-        print(
-            f"ngxffi serve: listening on http://{bound}/ (status at "
-            f"{config.status_path}); Ctrl-C or SIGTERM stops it",
-            file=sys.stderr,
-            flush=True,
-        )
         while not stop:
             process_events_and_timers(cycle)
         if stop[0] == signal.SIGQUIT:
-            graceful_shutdown(server, ls)
+            graceful_shutdown(server)
     return 0
 
 
-def graceful_shutdown(server: HttpServer, ls: Listening) -> None:
-    """SIGQUIT, as nginx's single process handles it: stop accepting, close the idle
+def graceful_shutdown(server: HttpServer) -> None:
+    """SIGQUIT, as nginx handles it in a worker: stop accepting, close the idle
     keep-alive connections, let the others finish (their responses carry
     ``Connection: close``), then return."""
     cycle = server.cycle
     server.shutting_down = True
-    if ls.connection is not None:
-        cycle.close_connection(ls.connection)  # out of the kernel set, socket closed
-        ls.fd = -1
+    close_listening_sockets(cycle)
     cycle.close_idle_connections()
-    while cycle.stats.active > 0:
+    # this process's own connections (the counters may be shared with other workers)
+    while cycle.free_connection_n < cycle.connection_n:
         process_events_and_timers(cycle)

@@ -62,6 +62,7 @@ class Cycle:
         timer_resolution: int = 0,
         trace: bool | Trace | None = None,
         clock_offset: int = 0,
+        stats: Stats | None = None,
     ) -> None:
         from ngxffi.event.modules import MODULES  # the modules import this one
 
@@ -93,7 +94,7 @@ class Cycle:
         self.multi_accept = False
         self.listening: list[Listening] = []  # registered by event.accept.add_listening
         self.connection_counter = 0  # ngx_connection_counter: c.number of each accept
-        self.stats = Stats()
+        self.stats = Stats() if stats is None else stats  # shared by workers
         # Beyond nginx: set by the accept layer while it backs off from EMFILE, called
         # by close_connection once a socket is closed (an fd is free again).
         self.on_fd_freed: Callable[[], None] | None = None

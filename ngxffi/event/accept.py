@@ -64,10 +64,13 @@ class AcceptState:
 _state = AcceptState()
 
 
-def add_listening(cycle: Cycle, listening: Sequence[Listening]) -> None:
-    """Give each listening socket a slot and register it level-triggered for reads,
-    with :func:`event_accept` as the handler. Imitates the listening loop of
-    ngx_event_process_init. Fails clearly when worker_connections cannot hold them."""
+def add_listening(
+    cycle: Cycle, listening: Sequence[Listening], flags: int = LEVEL_EVENT
+) -> None:
+    """Give each listening socket a slot and register it level-triggered for reads
+    (``flags``: EXCLUSIVE_EVENT when workers share it), with :func:`event_accept` as
+    the handler. Imitates the listening loop of ngx_event_process_init. Fails clearly
+    when worker_connections cannot hold them."""
     for ls in listening:
         c = cycle.get_connection(ls.fd)
         if c is None:
@@ -81,7 +84,7 @@ def add_listening(cycle: Cycle, listening: Sequence[Listening]) -> None:
         rev.raw.accept = 1
         rev.raw.deferred_accept = int(ls.deferred_accept)
         rev.handler = event_accept
-        cycle.actions.add(rev, READ_EVENT, LEVEL_EVENT)
+        cycle.actions.add(rev, READ_EVENT, flags)
         cycle.listening.append(ls)
         if ls.emfile_policy != "backoff":
             open_reserve(cycle)
@@ -256,3 +259,19 @@ def disable_accept_events(cycle: Cycle, all_: bool) -> int:
         except OSError:
             return ERROR
     return OK
+
+
+def close_listening_sockets(cycle: Cycle) -> None:
+    """Stop listening in this process. Imitates ngx_close_listening_sockets: a real
+    EPOLL_CTL_DEL first, because the socket may be shared with other processes and
+    closing this fd alone would leave the registration alive (the dup trap)."""
+    for ls in cycle.listening:
+        c = ls.connection
+        if c is None:
+            continue
+        if c.read.raw.active:
+            cycle.actions.delete(c.read, READ_EVENT, 0)
+        cycle.close_connection(c)
+        ls.connection = None
+        ls.fd = -1  # closed by close_connection
+    cycle.listening.clear()

@@ -1,0 +1,86 @@
+"""``ngxffi serve --workers N``: a master and its workers, as real processes."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+from test_serve import Server, closed, read_response
+
+
+def workers_of(server: Server, count: int, timeout: float = 10) -> list[psutil.Process]:
+    """The master's children once there are ``count`` of them (spawning is async)."""
+    master = psutil.Process(server.proc.pid)
+    deadline = time.monotonic() + timeout
+    while True:
+        children = master.children()
+        if len(children) == count or time.monotonic() > deadline:
+            return children
+        psutil.wait_procs(children, timeout=0.05)  # a short, bounded wait to poll
+
+
+@pytest.fixture
+def pool() -> Iterator[Server]:
+    s = Server("--return", "200", "hi", "--workers", "2")
+    yield s
+    if s.proc.poll() is None:
+        s.stop()
+
+
+def test_two_workers_share_one_listener_and_global_counters(pool: Server) -> None:
+    assert len(workers_of(pool, 2)) == 2
+    for _ in range(20):  # separate connections: the workers take turns
+        assert pool.get().status == 200
+    assert " 21 21 21 \n" in pool.status()  # one set of counters for all workers
+
+
+def test_a_dead_worker_is_replaced_in_its_slot(pool: Server) -> None:
+    first = workers_of(pool, 2)
+    victim = first[0]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    after = workers_of(pool, 2)
+    pids = {p.pid for p in after}
+    assert len(pids) == 2 and victim.pid not in pids
+    assert pool.get().status == 200
+
+
+def test_sigterm_stops_master_and_workers(pool: Server) -> None:
+    workers = workers_of(pool, 2)
+    pool.proc.send_signal(signal.SIGTERM)
+    assert pool.proc.wait(timeout=10) == 0
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive
+
+
+def test_sigquit_is_graceful_in_every_worker(pool: Server) -> None:
+    workers_of(pool, 2)
+    idle = pool.connect()
+    idle.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    read_response(idle)
+    busy = pool.connect()
+    busy.sendall(b"GET / HTTP/1.1\r\n")
+    conn = http.client.HTTPConnection("127.0.0.1", pool.port, timeout=10)
+    conn.request("GET", "/")  # the half request has reached its worker by now
+    conn.getresponse().read()
+    conn.close()
+    pool.proc.send_signal(signal.SIGQUIT)
+    assert closed(idle)
+    busy.sendall(b"Host: a\r\n\r\n")
+    head, body = read_response(busy)
+    assert body == b"hi" and b"Connection: close" in head
+    assert pool.proc.wait(timeout=10) == 0
+    idle.close()
+    busy.close()
+
+
+def test_workers_do_not_outlive_their_master(pool: Server) -> None:
+    workers = workers_of(pool, 2)
+    pool.proc.send_signal(signal.SIGKILL)
+    pool.proc.wait(timeout=10)
+    _, alive = psutil.wait_procs(workers, timeout=10)  # PR_SET_PDEATHSIG
+    assert not alive
