@@ -6,6 +6,7 @@ import http.client
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -21,6 +22,11 @@ def workers_of(server: Server, count: int, timeout: float = 10) -> list[psutil.P
         if len(children) == count or time.monotonic() > deadline:
             return children
         psutil.wait_procs(children, timeout=0.05)  # a short, bounded wait to poll
+
+
+def title(process: psutil.Process) -> str:
+    """What ps shows: the title overwrites argv, whose old space reads as padding."""
+    return " ".join(" ".join(process.cmdline()).split())
 
 
 @pytest.fixture
@@ -84,3 +90,34 @@ def test_workers_do_not_outlive_their_master(pool: Server) -> None:
     pool.proc.wait(timeout=10)
     _, alive = psutil.wait_procs(workers, timeout=10)  # PR_SET_PDEATHSIG
     assert not alive
+
+
+def test_titles_are_nginx_s(pool: Server) -> None:
+    workers = workers_of(pool, 2)
+    master = psutil.Process(pool.proc.pid)
+    assert title(master).startswith("ngxffi: master process ")
+    assert [title(w) for w in workers] == ["ngxffi: worker process"] * 2
+
+
+def test_sigwinch_stops_the_workers_but_not_the_master(pool: Server) -> None:
+    workers = workers_of(pool, 2)
+    pool.proc.send_signal(signal.SIGWINCH)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive
+    assert workers_of(pool, 0) == [] and pool.proc.poll() is None  # not respawned
+    pool.proc.send_signal(signal.SIGTERM)
+    assert pool.proc.wait(timeout=10) == 0
+
+
+def test_master_process_off_serves_in_one_process(tmp_path: Path) -> None:
+    config = tmp_path / "single.toml"
+    config.write_text(
+        "master_process = false\nworker_processes = 4\n"
+        'listen = "127.0.0.1:0"\nreturn = [200, "one"]\n'
+    )
+    server = Server("-c", str(config))
+    try:
+        assert server.get().status == 200
+        assert psutil.Process(server.proc.pid).children() == []
+    finally:
+        server.stop()

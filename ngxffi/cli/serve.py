@@ -190,7 +190,8 @@ def serve(config: Config) -> int:
             file=sys.stderr,
             flush=True,
         )
-        if config.worker_processes == 1:
+        if config.worker_processes == 1 or not config.master_process:
+            # nginx's `master_process off`: one process, whatever worker_processes says
             return run_worker(config, ls, Stats(), exclusive=False)
         stats = SharedStats()  # before fork: one set of counters for all workers
         master = Master(

@@ -45,6 +45,7 @@ class Listen:
 
 @dataclass
 class Config:
+    master_process: bool = True
     worker_processes: int = 1
     worker_connections: int = 512
     worker_rlimit_nofile: int = 0  # 0: leave the limit alone
@@ -159,6 +160,7 @@ def _listen(value: object) -> Listen:
 
 
 DIRECTIVES: dict[str, Callable[[object], Any]] = {
+    "master_process": _bool,
     "worker_processes": _worker_processes,
     "worker_connections": _positive,
     "worker_rlimit_nofile": _int,

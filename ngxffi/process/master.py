@@ -10,10 +10,12 @@ only waits for signals, with all of them blocked (nginx's ``sigsuspend``; here
 * SIGTERM, SIGINT: fast shutdown — TERM the workers, again with a delay doubling from
   50 ms, KILL once the delay passes 1 s; exit when none is left;
 * SIGQUIT: graceful shutdown — QUIT the workers (they stop accepting, close idle
-  connections and finish the rest), close the listening sockets, exit when none is left.
+  connections and finish the rest), close the listening sockets, exit when none is left;
+* SIGWINCH: stop the workers gracefully, as SIGQUIT, but the master stays.
 
-Each worker gets SIGTERM if the master dies (``PR_SET_PDEATHSIG``): no orphans.
-Not yet: SIGHUP reload, SIGUSR1, SIGWINCH, the accept mutex, reuseport, titles.
+Each worker gets SIGTERM if the master dies (``PR_SET_PDEATHSIG``): no orphans. The
+titles are nginx's: ``ngxffi: master process <command line>``, ``ngxffi: worker
+process``. Not yet: SIGHUP reload, SIGUSR1, the accept mutex, reuseport.
 """
 
 from __future__ import annotations
@@ -21,12 +23,21 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Callable
+
+import setproctitle
 
 from ngxffi._ngx import lib
 from ngxffi.core.log import ALERT, CRIT, NOTICE, log_error
 
-SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+SIGNALS = {
+    signal.SIGCHLD,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGWINCH,
+}
 FATAL = 2  # a worker exit code that means "do not respawn me"
 
 
@@ -42,8 +53,10 @@ class Master:
         self.workers: dict[int, int] = {}  # pid -> slot
         self.terminate = False
         self.quit = False
+        self.noaccepting = False  # SIGWINCH: workers stopped, master stays
 
     def run(self) -> int:
+        setproctitle.setproctitle("ngxffi: master process " + " ".join(sys.argv))
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         for slot in range(self.n):
             self.spawn(slot)
@@ -74,6 +87,10 @@ class Master:
             self.quit = True
             self.signal_workers(signal.SIGQUIT)
             self.on_quit()
+        elif signum == signal.SIGWINCH:
+            log_error(NOTICE, "gracefully shutting down worker processes")
+            self.noaccepting = True
+            self.signal_workers(signal.SIGQUIT)
 
     def spawn(self, slot: int) -> None:
         """Fork a worker for ``slot``. Imitates ngx_spawn_process."""
@@ -91,6 +108,7 @@ class Master:
             for signum in SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            setproctitle.setproctitle("ngxffi: worker process")
             code = self.worker(slot)
         except BaseException as e:  # a worker never returns into the caller
             log_error(ALERT, f"worker process {os.getpid()} failed: {e!r}")
@@ -114,7 +132,7 @@ class Master:
                 how = f"exited on signal {os.WTERMSIG(status)}"
             else:
                 how = f"exited with code {os.WEXITSTATUS(status)}"
-            stopping = self.terminate or self.quit
+            stopping = self.terminate or self.quit or self.noaccepting
             log_error(NOTICE if stopping else ALERT, f"worker process {pid} {how}")
             if stopping:
                 continue
