@@ -121,3 +121,46 @@ def test_master_process_off_serves_in_one_process(tmp_path: Path) -> None:
         assert psutil.Process(server.proc.pid).children() == []
     finally:
         server.stop()
+
+
+def test_reuseport_gives_each_worker_its_own_socket(tmp_path: Path) -> None:
+    config = tmp_path / "reuseport.toml"
+    config.write_text(
+        'worker_processes = 2\nreturn = [200, "own"]\n'
+        'listen = { address = "127.0.0.1:0", reuseport = true }\n'
+    )
+    server = Server("-c", str(config))
+    try:
+        workers = workers_of(server, 2)
+
+        def listening(p: psutil.Process) -> int:
+            return sum(c.status == psutil.CONN_LISTEN for c in p.net_connections("tcp"))
+
+        assert [listening(w) for w in workers] == [1, 1]  # one each, not shared
+        assert listening(psutil.Process(server.proc.pid)) == 2
+        for _ in range(10):
+            assert server.get().status == 200
+    finally:
+        server.stop()
+
+
+def test_sigusr1_reopens_the_access_log(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    config = tmp_path / "logs.toml"
+    config.write_text(
+        f'worker_processes = 2\nreturn = [200, "x"]\n'
+        f'listen = "127.0.0.1:0"\naccess_log = "{log}"\n'
+    )
+    server = Server("-c", str(config))
+    try:
+        workers_of(server, 2)
+        assert server.get().status == 200
+        log.rename(tmp_path / "access.log.1")  # rotated away
+        server.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
+            server.get()  # each worker reopens when its wait is interrupted
+        assert log.exists() and "GET / HTTP/1.1" in log.read_text()
+        assert "GET / HTTP/1.1" in (tmp_path / "access.log.1").read_text()
+    finally:
+        server.stop()

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ngxffi import Cycle, process_events_and_timers, sockaddr
 from ngxffi import os as nos
@@ -167,45 +167,78 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve(config: Config) -> int:
-    """Open the listening socket, then serve in this process or, with
+    """Open the listening socket(s), then serve in this process or, with
     worker_processes above 1, in workers under a master."""
-    ls = Listening(
-        parse_listen(config.listen.address),
-        lambda c: None,  # each worker installs its server's handler
-        backlog=config.listen.backlog,
-        reuseport=config.listen.reuseport,
-        deferred_accept=config.listen.deferred,
-        emfile_policy=config.listen.emfile_policy,
-    )
-    open_listening_sockets([ls])
+    single = config.worker_processes == 1 or not config.master_process
+    listening = open_listening(config, 1 if single else config.worker_processes)
     with contextlib.ExitStack() as stack:
-        stack.callback(ls.close)
+        for ls in listening:
+            stack.callback(ls.close)
         if config.pid:
             Path(config.pid).write_text(f"{os.getpid()}\n")
             stack.callback(Path(config.pid).unlink, missing_ok=True)
-        bound = sockaddr.to_text(nos.getsockname(ls.fd))
+        bound = sockaddr.to_text(nos.getsockname(listening[0].fd))
         print(
             f"ngxffi serve: listening on http://{bound}/ (status at "
             f"{config.status_path}); Ctrl-C or SIGTERM stops it",
             file=sys.stderr,
             flush=True,
         )
-        if config.worker_processes == 1 or not config.master_process:
-            # nginx's `master_process off`: one process, whatever worker_processes says
-            return run_worker(config, ls, Stats(), exclusive=False)
+        if single:  # nginx's `master_process off` too, whatever worker_processes says
+            return run_worker(config, listening[0], Stats(), exclusive=False)
         stats = SharedStats()  # before fork: one set of counters for all workers
-        master = Master(
-            config.worker_processes,
-            lambda slot: run_worker(config, ls, stats, exclusive=True),
-            on_quit=ls.close,
+
+        def worker(slot: int) -> int:
+            if len(listening) == 1:  # shared: EPOLLEXCLUSIVE wakes one worker
+                return run_worker(config, listening[0], stats, exclusive=True)
+            for i, other in enumerate(listening):  # reuseport: this worker's own
+                if i != slot:
+                    nos.close(other.fd)
+            return run_worker(config, listening[slot], stats, exclusive=False)
+
+        def on_quit() -> None:
+            for ls in listening:
+                ls.close()
+
+        def on_reopen() -> None:
+            log.configure(*config.error_log)
+
+        return Master(config.worker_processes, worker, on_quit, on_reopen).run()
+
+
+def open_listening(config: Config, workers: int) -> list[Listening]:
+    """One listening socket, or with ``reuseport`` one per worker, all bound to the
+    same address (nginx's ngx_clone_listening); opened here, before any fork."""
+    host, port = parse_listen(config.listen.address)
+    listen = config.listen
+    count = workers if listen.reuseport else 1
+    listening: list[Listening] = []
+    for _ in range(count):
+        ls = Listening(
+            (host, port),
+            lambda c: None,  # each worker installs its server's handler
+            backlog=listen.backlog,
+            reuseport=listen.reuseport,
+            deferred_accept=listen.deferred,
+            emfile_policy=listen.emfile_policy,
         )
-        return master.run()
+        try:
+            open_listening_sockets([ls])
+        except BaseException:
+            for opened in listening:
+                opened.close()
+            raise
+        listening.append(ls)
+        address = nos.getsockname(ls.fd)
+        assert isinstance(address, tuple)
+        port = address[1]  # port 0: the clones take the port the first one got
+    return listening
 
 
 def run_worker(config: Config, ls: Listening, stats: Stats, exclusive: bool) -> int:
     """One event loop serving ``ls``: the whole server in one process, or a worker.
     Imitates ngx_worker_process_cycle: loop until SIGTERM/SIGINT (at once) or SIGQUIT
-    (gracefully)."""
+    (gracefully); SIGUSR1 reopens the log files."""
     holder: list[HttpServer] = []
     handler = make_handler(config, holder)
     http = HttpConfig(
@@ -214,29 +247,44 @@ def run_worker(config: Config, ls: Listening, stats: Stats, exclusive: bool) -> 
         keepalive_requests=config.keepalive_requests,
         send_timeout=config.send_timeout,
     )
-    with (
-        Cycle(config.worker_connections, use=config.use, stats=stats) as cycle,
-        contextlib.ExitStack() as stack,
-    ):
-        access = None
-        if config.access_log:  # line-buffered: each request is on disk at once
-            access = stack.enter_context(open(config.access_log, "a", buffering=1))
+    with Cycle(config.worker_connections, use=config.use, stats=stats) as cycle:
         cycle.multi_accept = config.multi_accept
         cycle.accept_mutex_delay = config.accept_mutex_delay
-        server = HttpServer(cycle, handler, http, access)
+        server = HttpServer(cycle, handler, http, open_access_log(config))
         holder.append(server)
         ls.handler = server.init_connection
-        # workers share one listening socket: EPOLLEXCLUSIVE wakes one of them, not
-        # all (nginx's default without the accept mutex)
         add_listening(cycle, [ls], EXCLUSIVE_EVENT if exclusive else LEVEL_EVENT)
         stop: list[int] = []
+        reopen: list[int] = []
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
             signal.signal(signum, lambda signum, frame: stop.append(signum))
-        while not stop:
-            process_events_and_timers(cycle)
-        if stop[0] == signal.SIGQUIT:
-            graceful_shutdown(server)
+        signal.signal(signal.SIGUSR1, lambda signum, frame: reopen.append(signum))
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a worker's were blocked
+        try:
+            while not stop:
+                process_events_and_timers(cycle)
+                if reopen:
+                    reopen.clear()
+                    reopen_logs(config, server)
+            if stop[0] == signal.SIGQUIT:
+                graceful_shutdown(server)
+        finally:
+            if server.access_log is not None:
+                server.access_log.close()
     return 0
+
+
+def open_access_log(config: Config) -> TextIO | None:
+    """Line-buffered: each request is on disk at once."""
+    return open(config.access_log, "a", buffering=1) if config.access_log else None
+
+
+def reopen_logs(config: Config, server: HttpServer) -> None:
+    """SIGUSR1, as nginx's ngx_reopen_files: after a rotation, write to new files."""
+    log.configure(*config.error_log)
+    if server.access_log is not None:
+        server.access_log.close()
+        server.access_log = open_access_log(config)
 
 
 def graceful_shutdown(server: HttpServer) -> None:

@@ -15,7 +15,8 @@ only waits for signals, with all of them blocked (nginx's ``sigsuspend``; here
 
 Each worker gets SIGTERM if the master dies (``PR_SET_PDEATHSIG``): no orphans. The
 titles are nginx's: ``ngxffi: master process <command line>``, ``ngxffi: worker
-process``. Not yet: SIGHUP reload, SIGUSR1, the accept mutex, reuseport.
+process``. SIGUSR1 reopens the log files, the master's and every worker's. Not yet:
+SIGHUP reload, the accept mutex.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SIGNALS = {
     signal.SIGINT,
     signal.SIGQUIT,
     signal.SIGWINCH,
+    signal.SIGUSR1,
 }
 FATAL = 2  # a worker exit code that means "do not respawn me"
 
@@ -45,11 +47,16 @@ class Master:
     """Forks ``n`` workers that each run ``worker(slot)`` and keeps them alive."""
 
     def __init__(
-        self, n: int, worker: Callable[[int], int], on_quit: Callable[[], object]
+        self,
+        n: int,
+        worker: Callable[[int], int],
+        on_quit: Callable[[], object],
+        on_reopen: Callable[[], object] = lambda: None,
     ) -> None:
         self.n = n
         self.worker = worker
         self.on_quit = on_quit  # closes the listening sockets
+        self.on_reopen = on_reopen  # reopens the master's own log
         self.workers: dict[int, int] = {}  # pid -> slot
         self.terminate = False
         self.quit = False
@@ -87,6 +94,10 @@ class Master:
             self.quit = True
             self.signal_workers(signal.SIGQUIT)
             self.on_quit()
+        elif signum == signal.SIGUSR1:
+            log_error(NOTICE, "reopening logs")
+            self.on_reopen()
+            self.signal_workers(signal.SIGUSR1)
         elif signum == signal.SIGWINCH:
             log_error(NOTICE, "gracefully shutting down worker processes")
             self.noaccepting = True
@@ -105,9 +116,7 @@ class Master:
             lib.ngxffi_pdeathsig(signal.SIGTERM)
             if os.getppid() != master:  # the master died before prctl
                 os._exit(0)
-            for signum in SIGNALS:
-                signal.signal(signum, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            # the signals stay blocked until the worker has its handlers installed
             setproctitle.setproctitle("ngxffi: worker process")
             code = self.worker(slot)
         except BaseException as e:  # a worker never returns into the caller
