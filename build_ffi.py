@@ -292,6 +292,7 @@ typedef struct {
     int64_t reading;
     int64_t writing;
     int64_t waiting;
+    int64_t accept_mutex;  /* ngx_accept_mutex: 0, or the pid holding it */
 } ngxffi_stats_t;
 
 /* What the C helpers below need of ngx_cycle_t. */
@@ -333,6 +334,7 @@ EVENT_CORE_CDEF = """
 
 int64_t ngxffi_atomic_add(int64_t *value, int64_t delta);
 void ngxffi_atomic_move(int64_t *from, int64_t *to);
+int ngxffi_atomic_cas(int64_t *value, int64_t expected, int64_t desired);
 void ngxffi_init_connections(ngxffi_cycle_t *cy);
 intptr_t ngxffi_get_connection(ngxffi_cycle_t *cy, int fd);
 void ngxffi_free_connection(ngxffi_cycle_t *cy, uintptr_t slot);
@@ -363,6 +365,13 @@ enum {                                            /* per half-event verdicts */
 static int64_t ngxffi_atomic_add(int64_t *value, int64_t delta)
 {
     return __atomic_fetch_add(value, delta, __ATOMIC_SEQ_CST);
+}
+
+/* ngx_atomic_cmp_set: the accept mutex's trylock (0 -> pid) and unlock (pid -> 0). */
+static int ngxffi_atomic_cas(int64_t *value, int64_t expected, int64_t desired)
+{
+    return __atomic_compare_exchange_n(value, &expected, desired, 0,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 
 /* One connection moving between two counters (stub_status reading/writing/waiting),

@@ -103,9 +103,8 @@ def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
     assert out.returncode == 1 and "open()" in out.stderr and "failed" in out.stderr
 
 
-def test_workers_are_accepted_but_not_the_accept_mutex_yet(tmp_path: Path) -> None:
+def test_workers_and_the_accept_mutex_are_accepted(tmp_path: Path) -> None:
     assert serve_t("--workers", "2").returncode == 0
     path = tmp_path / "mutex.toml"
     path.write_text("worker_processes = 2\naccept_mutex = true\n")
-    out = serve_t("-c", str(path))
-    assert out.returncode == 1 and "accept_mutex is not supported yet" in out.stderr
+    assert serve_t("-c", str(path)).returncode == 0

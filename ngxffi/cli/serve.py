@@ -31,6 +31,7 @@ from ngxffi.http.static import Static
 from ngxffi.http.status import stub_status
 from ngxffi.process.master import Master
 from ngxffi.process.shm import SharedStats
+from ngxffi.process.shmtx import AcceptMutex, force_unlock
 
 BUNDLED = Path(__file__).resolve().parent.parent / "http" / "html"
 
@@ -107,11 +108,6 @@ def configure(args: argparse.Namespace) -> Config:
 def check(config: Config) -> None:
     """What can be refused before starting."""
     parse_listen(config.listen.address)
-    if config.worker_processes > 1 and config.accept_mutex:
-        raise ConfigError(
-            "accept_mutex is not supported yet: workers share the listening "
-            "socket with EPOLLEXCLUSIVE (nginx's default)"
-        )
     if config.root is not None and not Path(config.root).is_dir():
         raise ConfigError(f'root "{config.root}" is not a directory')
 
@@ -189,8 +185,14 @@ def serve(config: Config) -> int:
         stats = SharedStats()  # before fork: one set of counters for all workers
 
         def worker(slot: int) -> int:
-            if len(listening) == 1:  # shared: EPOLLEXCLUSIVE wakes one worker
-                return run_worker(config, listening[0], stats, exclusive=True)
+            if len(listening) == 1:  # shared: the accept mutex, or EPOLLEXCLUSIVE
+                return run_worker(
+                    config,
+                    listening[0],
+                    stats,
+                    exclusive=True,
+                    mutex=config.accept_mutex,
+                )
             for i, other in enumerate(listening):  # reuseport: this worker's own
                 if i != slot:
                     nos.close(other.fd)
@@ -203,7 +205,13 @@ def serve(config: Config) -> int:
         def on_reopen() -> None:
             log.configure(*config.error_log)
 
-        return Master(config.worker_processes, worker, on_quit, on_reopen).run()
+        def on_exit(pid: int) -> None:
+            if force_unlock(stats, pid):
+                log.log_error(log.ALERT, f"shared memory lock of {pid} forced free")
+
+        return Master(
+            config.worker_processes, worker, on_quit, on_reopen, on_exit
+        ).run()
 
 
 def open_listening(config: Config, workers: int) -> list[Listening]:
@@ -235,7 +243,9 @@ def open_listening(config: Config, workers: int) -> list[Listening]:
     return listening
 
 
-def run_worker(config: Config, ls: Listening, stats: Stats, exclusive: bool) -> int:
+def run_worker(
+    config: Config, ls: Listening, stats: Stats, exclusive: bool, mutex: bool = False
+) -> int:
     """One event loop serving ``ls``: the whole server in one process, or a worker.
     Imitates ngx_worker_process_cycle: loop until SIGTERM/SIGINT (at once) or SIGQUIT
     (gracefully); SIGUSR1 reopens the log files."""
@@ -253,7 +263,11 @@ def run_worker(config: Config, ls: Listening, stats: Stats, exclusive: bool) -> 
         server = HttpServer(cycle, handler, http, open_access_log(config))
         holder.append(server)
         ls.handler = server.init_connection
-        add_listening(cycle, [ls], EXCLUSIVE_EVENT if exclusive else LEVEL_EVENT)
+        if mutex:  # the holder registers the listener, level-triggered
+            cycle.accept_mutex = AcceptMutex(stats)
+            add_listening(cycle, [ls], register=False)
+        else:
+            add_listening(cycle, [ls], EXCLUSIVE_EVENT if exclusive else LEVEL_EVENT)
         stop: list[int] = []
         reopen: list[int] = []
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):

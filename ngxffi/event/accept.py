@@ -65,12 +65,16 @@ _state = AcceptState()
 
 
 def add_listening(
-    cycle: Cycle, listening: Sequence[Listening], flags: int = LEVEL_EVENT
+    cycle: Cycle,
+    listening: Sequence[Listening],
+    flags: int = LEVEL_EVENT,
+    register: bool = True,
 ) -> None:
     """Give each listening socket a slot and register it level-triggered for reads
     (``flags``: EXCLUSIVE_EVENT when workers share it), with :func:`event_accept` as
-    the handler. Imitates the listening loop of ngx_event_process_init. Fails clearly
-    when worker_connections cannot hold them."""
+    the handler. Imitates the listening loop of ngx_event_process_init; like it, with
+    an accept mutex (``register`` false) leaves the registering to the mutex holder.
+    Fails clearly when worker_connections cannot hold them."""
     for ls in listening:
         c = cycle.get_connection(ls.fd)
         if c is None:
@@ -84,7 +88,8 @@ def add_listening(
         rev.raw.accept = 1
         rev.raw.deferred_accept = int(ls.deferred_accept)
         rev.handler = event_accept
-        cycle.actions.add(rev, READ_EVENT, flags)
+        if register:
+            cycle.actions.add(rev, READ_EVENT, flags)
         cycle.listening.append(ls)
         if ls.emfile_policy != "backoff":
             open_reserve(cycle)

@@ -15,8 +15,8 @@ only waits for signals, with all of them blocked (nginx's ``sigsuspend``; here
 
 Each worker gets SIGTERM if the master dies (``PR_SET_PDEATHSIG``): no orphans. The
 titles are nginx's: ``ngxffi: master process <command line>``, ``ngxffi: worker
-process``. SIGUSR1 reopens the log files, the master's and every worker's. Not yet:
-SIGHUP reload, the accept mutex.
+process``. SIGUSR1 reopens the log files, the master's and every worker's; a worker
+that dies holding the accept mutex has it forced free. Not yet: SIGHUP reload.
 """
 
 from __future__ import annotations
@@ -52,11 +52,13 @@ class Master:
         worker: Callable[[int], int],
         on_quit: Callable[[], object],
         on_reopen: Callable[[], object] = lambda: None,
+        on_exit: Callable[[int], object] = lambda pid: None,
     ) -> None:
         self.n = n
         self.worker = worker
         self.on_quit = on_quit  # closes the listening sockets
         self.on_reopen = on_reopen  # reopens the master's own log
+        self.on_exit = on_exit  # a worker died: free what it held (the accept mutex)
         self.workers: dict[int, int] = {}  # pid -> slot
         self.terminate = False
         self.quit = False
@@ -137,6 +139,7 @@ class Master:
             slot = self.workers.pop(pid, None)
             if slot is None:
                 continue
+            self.on_exit(pid)
             if os.WIFSIGNALED(status):
                 how = f"exited on signal {os.WTERMSIG(status)}"
             else:
