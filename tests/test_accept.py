@@ -493,3 +493,36 @@ def test_reserve_fd_without_its_spare_backs_off_instead_of_spinning() -> None:
         "listener_active": 0,
         "timer": True,
     }
+
+
+def test_an_exclusive_listener_is_registered_again_every_16_accepts(
+    accepted: list[Connection],
+) -> None:
+    """ngx_reorder_accept_events: DEL + ADD (EXCLUSIVE) on accepts 1, 17, 33…"""
+    from ngxffi.event.event import EXCLUSIVE_EVENT
+
+    ls = Listening(("127.0.0.1", 0), accepted.append)
+    open_listening_sockets([ls])
+    with Cycle(64) as cy:
+        add_listening(cy, [ls], EXCLUSIVE_EVENT)
+        readds: list[int] = []
+        add = cy.actions.add
+
+        def counting_add(ev: object, event: int, flags: int) -> None:
+            readds.append(len(accepted))
+            add(ev, event, flags)  # type: ignore[arg-type]
+
+        cy.actions.add = counting_add
+        clients = []
+        for _ in range(33):
+            clients.append(socket.create_connection(("127.0.0.1", port_of(ls))))
+            n = len(accepted)
+            while len(accepted) == n:
+                process_events_and_timers(cy)
+        assert readds == [1, 17, 33]
+        assert ls.connection is not None and ls.connection.read.active
+        for s in clients:
+            s.close()
+        for c in accepted:
+            cy.close_connection(c)
+    ls.close()

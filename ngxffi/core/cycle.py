@@ -92,6 +92,7 @@ class Cycle:
         self.accept_disabled = 0
         self.accept_mutex_delay = 500
         self.multi_accept = False
+        self.use_exclusive_accept = False  # listeners shared with EPOLLEXCLUSIVE
         self.listening: list[Listening] = []  # registered by event.accept.add_listening
         self.connection_counter = 0  # ngx_connection_counter: c.number of each accept
         self.stats = Stats() if stats is None else stats  # shared by workers

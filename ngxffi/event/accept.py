@@ -37,6 +37,7 @@ from ngxffi.core.log import ALERT, CRIT, ERR, WARN, log_error
 from ngxffi.event.event import (
     DISABLE_EVENT,
     ERROR,
+    EXCLUSIVE_EVENT,
     LEVEL_EVENT,
     OK,
     READ_EVENT,
@@ -88,6 +89,7 @@ def add_listening(
         rev.raw.accept = 1
         rev.raw.deferred_accept = int(ls.deferred_accept)
         rev.handler = event_accept
+        cycle.use_exclusive_accept = bool(flags & EXCLUSIVE_EVENT)
         if register:
             cycle.actions.add(rev, READ_EVENT, flags)
         cycle.listening.append(ls)
@@ -123,7 +125,26 @@ def event_accept(ev: Event) -> None:
             return
         _accepted(cycle, ev, ls, s)
         if not raw.available:
+            _reorder_accept_events(cycle, ls)
             return
+
+
+def _reorder_accept_events(cycle: Cycle, ls: Listening) -> None:
+    """Imitates ngx_reorder_accept_events: with EPOLLEXCLUSIVE, Linux mostly wakes the
+    process that registered the listener first, so every 16th accept (or while this
+    worker is too busy to accept) it is registered again, behind the others."""
+    c = ls.connection
+    if not cycle.use_exclusive_accept or ls.reuseport or c is None:
+        return
+    requests = c.raw.requests
+    c.raw.requests = requests + 1
+    if requests % 16 != 0 and cycle.accept_disabled <= 0:
+        return
+    try:
+        cycle.actions.delete(c.read, READ_EVENT, DISABLE_EVENT)
+        cycle.actions.add(c.read, READ_EVENT, EXCLUSIVE_EVENT)
+    except OSError:
+        pass  # logged by the action; accepting goes on as it can
 
 
 def _accept_failed(cycle: Cycle, ev: Event, err: int) -> bool:
