@@ -26,6 +26,7 @@ def test_every_example_is_covered() -> None:
         "dup_trap.py",
         "echo_server.py",
         "stale_events.py",
+        "thundering_herd.py",
     }
 
 
@@ -60,3 +61,26 @@ def test_stale_events() -> None:
         "stale: reused",
     ]
     assert "handler of B runs" not in out and "handler of C runs" not in out
+
+
+def test_thundering_herd() -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "thundering_herd.py"), "3", "40"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = {
+        line.split()[0]: line.split(None, 2)[1:] for line in out.stdout.splitlines()[2:]
+    }
+    assert set(rows) == {"shared", "exclusive", "mutex", "reuseport"}
+    for mode, (wakeups, spread) in rows.items():
+        accepts = [int(n) for n in spread.strip("[]").split(",")]
+        assert sum(accepts) == 40 and len(accepts) == 3, mode
+        assert float(wakeups) >= 1.0, mode
+    for mode in ("mutex", "reuseport"):
+        assert float(rows[mode][0]) == 1.0, mode  # one wake-up per connection
+    assert float(rows["exclusive"][0]) <= 1.25  # "one or more", says epoll(7)
+    reuseport = [int(n) for n in rows["reuseport"][1].strip("[]").split(",")]
+    assert max(reuseport) < 40  # the kernel spreads them
