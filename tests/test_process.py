@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import signal
 import time
 from collections.abc import Iterator
@@ -21,6 +22,15 @@ def workers_of(server: Server, count: int, timeout: float = 10) -> list[psutil.P
         if len(children) == count or time.monotonic() > deadline:
             return children
         psutil.wait_procs(children, timeout=0.05)  # a short, bounded wait to poll
+
+
+def listening(process: psutil.Process) -> int:
+    """How many listening TCP sockets the process holds (0 once it is gone)."""
+    try:
+        connections = process.net_connections("tcp")
+    except psutil.NoSuchProcess:
+        return 0
+    return sum(c.status == psutil.CONN_LISTEN for c in connections)
 
 
 def title(process: psutil.Process) -> str:
@@ -74,8 +84,13 @@ def test_sigquit_is_graceful_in_every_worker(pool: Server) -> None:
     deadline = time.monotonic() + 10
     while "Reading: 1 " not in pool.status() and time.monotonic() < deadline:
         pass
+    workers = workers_of(pool, 2)
     pool.proc.send_signal(signal.SIGQUIT)
     assert closed(idle)
+    # the master relays QUIT: wait until every worker has stopped listening
+    deadline = time.monotonic() + 10
+    while any(listening(w) for w in workers) and time.monotonic() < deadline:
+        pass
     busy.sendall(b"Host: a\r\n\r\n")
     head, body = read_response(busy)
     assert body == b"hi" and b"Connection: close" in head
@@ -96,7 +111,11 @@ def test_titles_are_nginx_s(pool: Server) -> None:
     workers = workers_of(pool, 2)
     master = psutil.Process(pool.proc.pid)
     assert title(master).startswith("ngxffi: master process ")
-    assert [title(w) for w in workers] == ["ngxffi: worker process"] * 2
+    deadline = (
+        time.monotonic() + 10
+    )  # a child has the master's title until it sets its own
+    while [title(w) for w in workers] != ["ngxffi: worker process"] * 2:
+        assert time.monotonic() < deadline, [title(w) for w in workers]
 
 
 def test_sigwinch_stops_the_workers_but_not_the_master(pool: Server) -> None:
@@ -132,11 +151,10 @@ def test_reuseport_gives_each_worker_its_own_socket(tmp_path: Path) -> None:
     server = Server("-c", str(config))
     try:
         workers = workers_of(server, 2)
-
-        def listening(p: psutil.Process) -> int:
-            return sum(c.status == psutil.CONN_LISTEN for c in p.net_connections("tcp"))
-
-        assert [listening(w) for w in workers] == [1, 1]  # one each, not shared
+        # each worker closes the other's socket as it starts: wait for that
+        deadline = time.monotonic() + 10
+        while [listening(w) for w in workers] != [1, 1]:
+            assert time.monotonic() < deadline, [listening(w) for w in workers]
         assert listening(psutil.Process(server.proc.pid)) == 2
         for _ in range(10):
             assert server.get().status == 200
@@ -185,5 +203,48 @@ def test_accept_mutex_serves_and_survives_a_dead_holder(tmp_path: Path) -> None:
         for _ in range(20):
             assert server.get().status == 200
         assert " 41 41 41 \n" in server.status()
+    finally:
+        server.stop()
+
+
+def body(server: Server) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/")
+    data = conn.getresponse().read()
+    conn.close()
+    return data
+
+
+def test_sighup_reloads_or_keeps_the_old_workers(tmp_path: Path) -> None:
+    errors = tmp_path / "error.log"
+    config = tmp_path / "reload.toml"
+    head = (
+        f'worker_processes = 2\nlisten = "127.0.0.1:0"\nerror_log = "{errors} notice"\n'
+    )
+    config.write_text(head + 'return = [200, "one"]\n')
+    server = Server("-c", str(config))
+    try:
+        old = {p.pid for p in workers_of(server, 2)}
+        assert body(server) == b"one"
+        config.write_text(head + 'return = [200, "two"]\n')
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while body(server) != b"two" and time.monotonic() < deadline:
+            pass  # each request is a round trip: the new workers take over
+        assert body(server) == b"two"
+        _, alive = psutil.wait_procs(
+            [psutil.Process(p) for p in old if psutil.pid_exists(p)], timeout=10
+        )
+        assert not alive  # the old workers finished and left
+        new = {p.pid for p in workers_of(server, 2)}
+        assert len(new) == 2 and not new & old
+        config.write_text(head + "return = [200]\n")  # broken
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "reconfiguring failed" not in errors.read_text():
+            assert time.monotonic() < deadline
+            assert body(server) == b"two"
+        assert {p.pid for p in workers_of(server, 2)} == new  # kept
+        assert body(server) == b"two"
     finally:
         server.stop()

@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -159,17 +160,17 @@ def run(args: argparse.Namespace) -> int:
     if config.worker_rlimit_nofile:
         hard = nos.getrlimit(lib.RLIMIT_NOFILE)[1]
         nos.setrlimit(lib.RLIMIT_NOFILE, (config.worker_rlimit_nofile, hard))
-    return serve(config)
+    return serve(config, args)
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, args: argparse.Namespace | None = None) -> int:
     """Open the listening socket(s), then serve in this process or, with
-    worker_processes above 1, in workers under a master."""
+    worker_processes above 1, in workers under a master (which re-reads the
+    configuration on SIGHUP when there is ``args`` to read it from)."""
     single = config.worker_processes == 1 or not config.master_process
     listening = open_listening(config, 1 if single else config.worker_processes)
     with contextlib.ExitStack() as stack:
-        for ls in listening:
-            stack.callback(ls.close)
+        stack.callback(close_all, listening)
         if config.pid:
             Path(config.pid).write_text(f"{os.getpid()}\n")
             stack.callback(Path(config.pid).unlink, missing_ok=True)
@@ -183,35 +184,74 @@ def serve(config: Config) -> int:
         if single:  # nginx's `master_process off` too, whatever worker_processes says
             return run_worker(config, listening[0], Stats(), exclusive=False)
         stats = SharedStats()  # before fork: one set of counters for all workers
-
-        def worker(slot: int) -> int:
-            if len(listening) == 1:  # shared: the accept mutex, or EPOLLEXCLUSIVE
-                return run_worker(
-                    config,
-                    listening[0],
-                    stats,
-                    exclusive=True,
-                    mutex=config.accept_mutex,
-                )
-            for i, other in enumerate(listening):  # reuseport: this worker's own
-                if i != slot:
-                    nos.close(other.fd)
-            return run_worker(config, listening[slot], stats, exclusive=False)
+        current = {"config": config}
 
         def on_quit() -> None:
-            for ls in listening:
-                ls.close()
+            close_all(listening)
 
         def on_reopen() -> None:
-            log.configure(*config.error_log)
+            log.configure(*current["config"].error_log)
 
         def on_exit(pid: int) -> None:
             if force_unlock(stats, pid):
                 log.log_error(log.ALERT, f"shared memory lock of {pid} forced free")
 
-        return Master(
-            config.worker_processes, worker, on_quit, on_reopen, on_exit
-        ).run()
+        def reload() -> tuple[int, Callable[[int], int]] | None:
+            """SIGHUP: the new configuration, or None (the old workers stay)."""
+            try:
+                new = configure(args) if args is not None else None
+                if new is None:
+                    raise ConfigError("no configuration to re-read")
+                if new.worker_processes == 1 or not new.master_process:
+                    raise ConfigError("cannot leave the master process by a reload")
+                old = current["config"]
+                per_worker = len(listening) > 1  # reuseport: one socket per worker
+                if new.listen != old.listen or (
+                    per_worker and new.worker_processes != old.worker_processes
+                ):
+                    fresh = open_listening(new, new.worker_processes)
+                    on_quit()  # the old workers keep their own copies
+                    listening[:] = fresh
+            except (ConfigError, OSError) as e:
+                log.log_error(log.EMERG, f"reconfiguring failed: {e}")
+                return None
+            current["config"] = new
+            log.configure(*new.error_log)
+            return new.worker_processes, worker_for(new, listening, stats)
+
+        master = Master(
+            config.worker_processes,
+            worker_for(config, listening, stats),
+            on_quit,
+            on_reopen,
+            on_exit,
+            reload,
+        )
+        return master.run()
+
+
+def close_all(listening: list[Listening]) -> None:
+    for ls in listening:
+        ls.close()
+
+
+def worker_for(
+    config: Config, listening: list[Listening], stats: Stats
+) -> Callable[[int], int]:
+    """What a worker of this configuration runs, given its slot."""
+    sockets = list(listening)  # as they are now: a reload may replace the list's items
+
+    def worker(slot: int) -> int:
+        if len(sockets) == 1:  # shared: the accept mutex, or EPOLLEXCLUSIVE
+            return run_worker(
+                config, sockets[0], stats, exclusive=True, mutex=config.accept_mutex
+            )
+        for i, other in enumerate(sockets):  # reuseport: this worker's own
+            if i != slot:
+                nos.close(other.fd)
+        return run_worker(config, sockets[slot], stats, exclusive=False)
+
+    return worker
 
 
 def open_listening(config: Config, workers: int) -> list[Listening]:

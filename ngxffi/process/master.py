@@ -16,7 +16,9 @@ only waits for signals, with all of them blocked (nginx's ``sigsuspend``; here
 Each worker gets SIGTERM if the master dies (``PR_SET_PDEATHSIG``): no orphans. The
 titles are nginx's: ``ngxffi: master process <command line>``, ``ngxffi: worker
 process``. SIGUSR1 reopens the log files, the master's and every worker's; a worker
-that dies holding the accept mutex has it forced free. Not yet: SIGHUP reload.
+that dies holding the accept mutex has it forced free. SIGHUP re-reads the
+configuration: if it is good, new workers start and the old ones stop gracefully; if
+not, the error is logged and the old workers go on serving.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ngxffi._ngx import lib
 from ngxffi.core.log import ALERT, CRIT, NOTICE, log_error
 
 SIGNALS = {
+    signal.SIGHUP,
     signal.SIGCHLD,
     signal.SIGTERM,
     signal.SIGINT,
@@ -53,12 +56,15 @@ class Master:
         on_quit: Callable[[], object],
         on_reopen: Callable[[], object] = lambda: None,
         on_exit: Callable[[int], object] = lambda pid: None,
+        reload: Callable[[], tuple[int, Callable[[int], int]] | None] = lambda: None,
     ) -> None:
         self.n = n
         self.worker = worker
         self.on_quit = on_quit  # closes the listening sockets
         self.on_reopen = on_reopen  # reopens the master's own log
         self.on_exit = on_exit  # a worker died: free what it held (the accept mutex)
+        self.reload = reload  # SIGHUP: the new (n, worker), or None to keep the old
+        self.retiring: set[int] = set()  # old workers finishing after a reload
         self.workers: dict[int, int] = {}  # pid -> slot
         self.terminate = False
         self.quit = False
@@ -71,7 +77,7 @@ class Master:
             self.spawn(slot)
         delay = 0  # ms: the termination cycle's, doubling
         while True:
-            if not self.workers and (self.terminate or self.quit):
+            if not self.workers and not self.retiring and (self.terminate or self.quit):
                 log_error(NOTICE, "exit")
                 return 0
             if delay:
@@ -96,6 +102,8 @@ class Master:
             self.quit = True
             self.signal_workers(signal.SIGQUIT)
             self.on_quit()
+        elif signum == signal.SIGHUP and not (self.terminate or self.quit):
+            self.reconfigure()
         elif signum == signal.SIGUSR1:
             log_error(NOTICE, "reopening logs")
             self.on_reopen()
@@ -104,6 +112,24 @@ class Master:
             log_error(NOTICE, "gracefully shutting down worker processes")
             self.noaccepting = True
             self.signal_workers(signal.SIGQUIT)
+
+    def reconfigure(self) -> None:
+        """SIGHUP, as nginx's master: on a good configuration, start new workers,
+        then stop the old ones gracefully; on a bad one, keep the old ones."""
+        log_error(NOTICE, "reconfiguring")
+        new = self.reload()
+        if new is None:
+            return
+        self.n, self.worker = new
+        old = list(self.workers)
+        self.retiring.update(old)
+        self.workers.clear()
+        self.noaccepting = False
+        for slot in range(self.n):
+            self.spawn(slot)
+        for pid in old:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGQUIT)
 
     def spawn(self, slot: int) -> None:
         """Fork a worker for ``slot``. Imitates ngx_spawn_process."""
@@ -136,6 +162,11 @@ class Master:
                 return
             if pid == 0:
                 return
+            if pid in self.retiring:  # an old worker done after a reload
+                self.retiring.discard(pid)
+                self.on_exit(pid)
+                log_error(NOTICE, f"old worker process {pid} exited")
+                continue
             slot = self.workers.pop(pid, None)
             if slot is None:
                 continue
@@ -158,6 +189,6 @@ class Master:
             self.spawn(slot)
 
     def signal_workers(self, signum: int) -> None:
-        for pid in list(self.workers):
+        for pid in [*self.workers, *self.retiring]:
             with contextlib.suppress(ProcessLookupError):  # reaped at the next SIGCHLD
                 os.kill(pid, signum)
