@@ -248,3 +248,50 @@ def test_sighup_reloads_or_keeps_the_old_workers(tmp_path: Path) -> None:
         assert body(server) == b"two"
     finally:
         server.stop()
+
+
+def test_worker_shutdown_timeout_bounds_a_graceful_shutdown(tmp_path: Path) -> None:
+    config = tmp_path / "bounded.toml"
+    config.write_text(
+        'worker_processes = 2\nlisten = "127.0.0.1:0"\n'
+        'return = [200, "x"]\nworker_shutdown_timeout = "300ms"\n'
+    )
+    server = Server("-c", str(config))
+    try:
+        workers_of(server, 2)
+        stuck = server.connect()
+        stuck.sendall(b"GET / HTTP/1.1\r\n")  # never finishes
+        deadline = time.monotonic() + 10
+        while "Reading: 1 " not in server.status():
+            assert time.monotonic() < deadline
+        start = time.monotonic()
+        server.proc.send_signal(signal.SIGQUIT)
+        assert server.proc.wait(timeout=10) == 0
+        assert time.monotonic() - start < 5  # not the 60 s client_header_timeout
+        assert closed(stuck)
+        stuck.close()
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+
+
+def test_a_worker_that_fails_to_start_is_not_respawned(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    errors = tmp_path / "error.log"
+    config = tmp_path / "fatal.toml"
+    config.write_text(
+        f'worker_processes = 2\nlisten = "127.0.0.1:0"\nroot = "{root}"\n'
+        f'error_log = "{errors} notice"\n'
+    )
+    server = Server("-c", str(config))
+    try:
+        first, second = workers_of(server, 2)
+        root.rmdir()  # a new worker cannot open its root: it exits with code 2
+        first.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while "cannot be respawned" not in errors.read_text():
+            assert time.monotonic() < deadline
+        assert [p.pid for p in workers_of(server, 1)] == [second.pid]
+    finally:
+        server.stop()

@@ -25,7 +25,7 @@ from ngxffi.core import log
 from ngxffi.core.config import Config, ConfigError, Listen, load, msec
 from ngxffi.core.listening import Listening, open_listening_sockets
 from ngxffi.event.accept import add_listening, close_listening_sockets
-from ngxffi.event.event import EXCLUSIVE_EVENT, LEVEL_EVENT
+from ngxffi.event.event import EXCLUSIVE_EVENT, LEVEL_EVENT, Event
 from ngxffi.event.stats import Stats
 from ngxffi.http.request import HttpConfig, HttpServer, Request, Response
 from ngxffi.http.static import Static
@@ -321,7 +321,7 @@ def run_worker(
                     reopen.clear()
                     reopen_logs(config, server)
             if stop[0] == signal.SIGQUIT:
-                graceful_shutdown(server)
+                graceful_shutdown(server, config.worker_shutdown_timeout)
         finally:
             if server.access_log is not None:
                 server.access_log.close()
@@ -341,14 +341,26 @@ def reopen_logs(config: Config, server: HttpServer) -> None:
         server.access_log = open_access_log(config)
 
 
-def graceful_shutdown(server: HttpServer) -> None:
+def graceful_shutdown(server: HttpServer, timeout: int = 0) -> None:
     """SIGQUIT, as nginx handles it in a worker: stop accepting, close the idle
     keep-alive connections, let the others finish (their responses carry
-    ``Connection: close``), then return."""
+    ``Connection: close``), then return; after ``timeout`` ms (worker_shutdown_timeout,
+    0: none) close whatever is left, as ngx_shutdown_timer_handler does."""
     cycle = server.cycle
     server.shutting_down = True
     close_listening_sockets(cycle)
     cycle.close_idle_connections()
+    if timeout:
+        cycle.timers.add_timer(Event.standalone(cycle, _close_all), timeout)
     # this process's own connections (the counters may be shared with other workers)
     while cycle.free_connection_n < cycle.connection_n:
         process_events_and_timers(cycle)
+
+
+def _close_all(ev: Event) -> None:
+    """worker_shutdown_timeout ran out: every connection closes now."""
+    for c in ev.cycle.connections:
+        if c.raw.fd != -1:
+            c.raw.close = 1
+            c.raw.error = 1
+            c.read.handler(c.read)

@@ -53,6 +53,9 @@ class Config:
     multi_accept: bool = False
     accept_mutex: bool = False
     accept_mutex_delay: int = 500  # ms
+    worker_shutdown_timeout: int = (
+        0  # ms; 0: a graceful shutdown waits as long as needed
+    )
     listen: Listen = field(default_factory=Listen)
     keepalive_timeout: int = 75_000
     keepalive_requests: int = 1000
@@ -168,6 +171,7 @@ DIRECTIVES: dict[str, Callable[[object], Any]] = {
     "multi_accept": _bool,
     "accept_mutex": _bool,
     "accept_mutex_delay": msec,
+    "worker_shutdown_timeout": msec,
     "listen": _listen,
     "keepalive_timeout": msec,
     "keepalive_requests": _positive,
