@@ -64,6 +64,20 @@ def worker(mode: str, ls: Listening, stats: SharedStats, out: int) -> None:
     os.write(out, (json.dumps(counts) + "\n").encode())
 
 
+def asleep(pids: list[int], timeout: float = 10) -> None:
+    """Wait until every worker is blocked in epoll_wait (the kernel says so in
+    /proc/PID/wchan); a worker still busy after ``timeout`` is left as it is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = []
+        for pid in pids:
+            with open(f"/proc/{pid}/wchan") as f:
+                waiting.append(f.read() in ("do_epoll_wait", "ep_poll"))
+        if all(waiting):
+            return
+        os.sched_yield()
+
+
 def run(mode: str, workers: int, connections: int) -> dict[str, object]:
     count = workers if mode == "reuseport" else 1
     listening: list[Listening] = []
@@ -92,11 +106,10 @@ def run(mode: str, workers: int, connections: int) -> dict[str, object]:
         pids.append(pid)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     os.close(w)
-    time.sleep(0.3)  # let every worker reach epoll_wait: the herd must be asleep
     for _ in range(connections):
+        asleep(pids)  # the herd must be asleep for each new connection
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.recv(1)  # the server accepts and closes: wait for that
-        time.sleep(0.01)  # idle again before the next one
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
     with os.fdopen(r) as results:

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -181,83 +181,94 @@ def test_sigwinch_stops_the_workers_but_not_the_master(pool: Server) -> None:
     assert pool.proc.wait(timeout=10) == 0
 
 
-def test_master_process_off_serves_in_one_process(tmp_path: Path) -> None:
+def test_master_process_off_serves_in_one_process(
+    tmp_path: Path, launch: Callable[[Path], Server]
+) -> None:
     config = tmp_path / "single.toml"
     config.write_text(
         "master_process = false\nworker_processes = 4\n"
         'listen = "127.0.0.1:0"\nreturn = [200, "one"]\n'
     )
-    server = Server("-c", str(config))
-    try:
-        assert server.get().status == 200
-        assert psutil.Process(server.proc.pid).children() == []
-    finally:
-        server.stop()
+    server = launch(config)
+    assert server.get().status == 200
+    assert psutil.Process(server.proc.pid).children() == []
 
 
-def test_reuseport_gives_each_worker_its_own_socket(tmp_path: Path) -> None:
+def test_reuseport_gives_each_worker_its_own_socket(
+    tmp_path: Path, launch: Callable[[Path], Server]
+) -> None:
     config = tmp_path / "reuseport.toml"
     config.write_text(
         'worker_processes = 2\nreturn = [200, "own"]\n'
         'listen = { address = "127.0.0.1:0", reuseport = true }\n'
     )
-    server = Server("-c", str(config))
-    try:
-        workers = workers_of(server, 2)
-        # each worker closes the other's socket as it starts: wait for that
-        deadline = time.monotonic() + 10
-        while [listening(w) for w in workers] != [1, 1]:
-            assert time.monotonic() < deadline, [listening(w) for w in workers]
-        assert listening(psutil.Process(server.proc.pid)) == 2
-        for _ in range(10):
-            assert server.get().status == 200
-    finally:
-        server.stop()
+    server = launch(config)
+    workers = workers_of(server, 2)
+    # each worker closes the other's socket as it starts: wait for that
+    deadline = time.monotonic() + 10
+    while [listening(w) for w in workers] != [1, 1]:
+        assert time.monotonic() < deadline, [listening(w) for w in workers]
+    assert listening(psutil.Process(server.proc.pid)) == 2
+    for _ in range(10):
+        assert server.get().status == 200
 
 
-def test_sigusr1_reopens_the_access_log(tmp_path: Path) -> None:
+def test_sigusr1_reopens_the_access_log(
+    tmp_path: Path, launch: Callable[[Path], Server]
+) -> None:
     log = tmp_path / "access.log"
     config = tmp_path / "logs.toml"
     config.write_text(
         f'worker_processes = 2\nreturn = [200, "x"]\n'
         f'listen = "127.0.0.1:0"\naccess_log = "{log}"\n'
     )
-    server = Server("-c", str(config))
-    try:
-        workers_of(server, 2)
-        assert server.get().status == 200
-        log.rename(tmp_path / "access.log.1")  # rotated away
-        server.proc.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 10
-        while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
-            server.get()  # each worker reopens when its wait is interrupted
-        assert log.exists() and "GET / HTTP/1.1" in log.read_text()
-        assert "GET / HTTP/1.1" in (tmp_path / "access.log.1").read_text()
-    finally:
-        server.stop()
+    server = launch(config)
+    workers_of(server, 2)
+    assert server.get().status == 200
+    log.rename(tmp_path / "access.log.1")  # rotated away
+    server.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
+        server.get()  # each worker reopens when its wait is interrupted
+    assert log.exists() and "GET / HTTP/1.1" in log.read_text()
+    assert "GET / HTTP/1.1" in (tmp_path / "access.log.1").read_text()
 
 
-def test_accept_mutex_serves_and_survives_a_dead_holder(tmp_path: Path) -> None:
+def test_accept_mutex_serves_and_survives_a_dead_holder(
+    tmp_path: Path, launch: Callable[[Path], Server]
+) -> None:
     config = tmp_path / "mutex.toml"
     config.write_text(
         "worker_processes = 2\naccept_mutex = true\n"
         'accept_mutex_delay = "50ms"\nlisten = "127.0.0.1:0"\n'
         'return = [200, "locked"]\n'
     )
-    server = Server("-c", str(config))
-    try:
-        workers = workers_of(server, 2)
-        for _ in range(20):
-            assert server.get().status == 200
-        for w in workers:  # whoever held the lock dies with it: it is forced free
-            w.send_signal(signal.SIGKILL)
-        psutil.wait_procs(workers, timeout=10)
-        workers_of(server, 2)
-        for _ in range(20):
-            assert server.get().status == 200
-        assert " 41 41 41 \n" in server.status()
-    finally:
-        server.stop()
+    server = launch(config)
+    workers = workers_of(server, 2)
+    for _ in range(20):
+        assert server.get().status == 200
+    for w in workers:  # whoever held the lock dies with it: it is forced free
+        w.send_signal(signal.SIGKILL)
+    psutil.wait_procs(workers, timeout=10)
+    workers_of(server, 2)
+    for _ in range(20):
+        assert server.get().status == 200
+    assert " 41 41 41 \n" in server.status()
+
+
+@pytest.fixture
+def launch() -> Iterator[Callable[[Path], Server]]:
+    """Start ``ngxffi serve -c CONFIG``; whatever is still running at the end stops."""
+    started: list[Server] = []
+
+    def start(config: Path) -> Server:
+        started.append(Server("-c", str(config)))
+        return started[-1]
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.stop()
 
 
 def body(server: Server) -> bytes:
@@ -268,73 +279,72 @@ def body(server: Server) -> bytes:
     return data
 
 
-def test_sighup_reloads_or_keeps_the_old_workers(tmp_path: Path) -> None:
+def test_sighup_reloads_or_keeps_the_old_workers(
+    tmp_path: Path, launch: Callable[[Path], Server]
+) -> None:
     errors = tmp_path / "error.log"
     config = tmp_path / "reload.toml"
     head = (
         f'worker_processes = 2\nlisten = "127.0.0.1:0"\nerror_log = "{errors} notice"\n'
     )
     config.write_text(head + 'return = [200, "one"]\n')
-    server = Server("-c", str(config))
-    try:
-        old = {p.pid for p in workers_of(server, 2)}
-        assert body(server) == b"one"
-        load = Load(server)  # no connection refused or lost during the switch
-        config.write_text(head + 'return = [200, "two"]\n')
-        server.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while body(server) != b"two" and time.monotonic() < deadline:
-            pass  # each request is a round trip: the new workers take over
+    server = launch(config)
+    old = {p.pid for p in workers_of(server, 2)}
+    assert body(server) == b"one"
+    load = Load(server)  # no connection refused or lost during the switch
+    config.write_text(head + 'return = [200, "two"]\n')
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while body(server) != b"two" and time.monotonic() < deadline:
+        pass  # each request is a round trip: the new workers take over
+    assert body(server) == b"two"
+    load.finish()
+    assert load.ok > 0 and load.failed == []
+    _, alive = psutil.wait_procs(
+        [psutil.Process(p) for p in old if psutil.pid_exists(p)], timeout=10
+    )
+    assert not alive  # the old workers finished and left
+    new = {p.pid for p in workers_of(server, 2)}
+    assert len(new) == 2 and not new & old
+    config.write_text(head + "return = [200]\n")  # broken
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reconfiguring failed" not in errors.read_text():
+        assert time.monotonic() < deadline
         assert body(server) == b"two"
-        load.finish()
-        assert load.ok > 0 and load.failed == []
-        _, alive = psutil.wait_procs(
-            [psutil.Process(p) for p in old if psutil.pid_exists(p)], timeout=10
-        )
-        assert not alive  # the old workers finished and left
-        new = {p.pid for p in workers_of(server, 2)}
-        assert len(new) == 2 and not new & old
-        config.write_text(head + "return = [200]\n")  # broken
-        server.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "reconfiguring failed" not in errors.read_text():
-            assert time.monotonic() < deadline
-            assert body(server) == b"two"
-        assert {p.pid for p in workers_of(server, 2)} == new  # kept
-        assert body(server) == b"two"
-    finally:
-        server.stop()
+    assert {p.pid for p in workers_of(server, 2)} == new  # kept
+    assert body(server) == b"two"
 
 
-def test_worker_shutdown_timeout_bounds_a_graceful_shutdown(tmp_path: Path) -> None:
+def test_worker_shutdown_timeout_bounds_a_graceful_shutdown(
+    tmp_path: Path, launch: Callable[[Path], Server]
+) -> None:
     errors = tmp_path / "error.log"
     config = tmp_path / "bounded.toml"
     config.write_text(  # a worker's behaviour: shown in one process, no master
         'listen = "127.0.0.1:0"\nreturn = [200, "x"]\n'
         f'worker_shutdown_timeout = "300ms"\nerror_log = "{errors} info"\n'
     )
-    server = Server("-c", str(config))
+    server = launch(config)
+    stuck = server.connect()
+    stuck.sendall(b"GET / HTTP/1.1\r\n")  # never finishes
+    deadline = time.monotonic() + 10
+    while "Reading: 1 " not in server.status():
+        assert time.monotonic() < deadline
+    start = time.monotonic()
+    server.proc.send_signal(signal.SIGQUIT)
     try:
-        stuck = server.connect()
-        stuck.sendall(b"GET / HTTP/1.1\r\n")  # never finishes
-        deadline = time.monotonic() + 10
-        while "Reading: 1 " not in server.status():
-            assert time.monotonic() < deadline
-        start = time.monotonic()
-        server.proc.send_signal(signal.SIGQUIT)
-        try:
-            assert server.proc.wait(timeout=10) == 0
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"still running; its error log:\n{errors.read_text()}")
-        assert time.monotonic() - start < 5  # not the 60 s client_header_timeout
-        assert closed(stuck)
-        stuck.close()
-    finally:
-        if server.proc.poll() is None:
-            server.stop()
+        assert server.proc.wait(timeout=10) == 0
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running; its error log:\n{errors.read_text()}")
+    assert time.monotonic() - start < 5  # not the 60 s client_header_timeout
+    assert closed(stuck)
+    stuck.close()
 
 
-def test_a_worker_that_fails_to_start_is_not_respawned(tmp_path: Path) -> None:
+def test_a_worker_that_fails_to_start_is_not_respawned(
+    tmp_path: Path, launch: Callable[[Path], Server]
+) -> None:
     root = tmp_path / "root"
     root.mkdir()
     errors = tmp_path / "error.log"
@@ -343,14 +353,11 @@ def test_a_worker_that_fails_to_start_is_not_respawned(tmp_path: Path) -> None:
         f'worker_processes = 2\nlisten = "127.0.0.1:0"\nroot = "{root}"\n'
         f'error_log = "{errors} notice"\n'
     )
-    server = Server("-c", str(config))
-    try:
-        first, second = workers_of(server, 2)
-        root.rmdir()  # a new worker cannot open its root: it exits with code 2
-        first.send_signal(signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while "cannot be respawned" not in errors.read_text():
-            assert time.monotonic() < deadline
-        assert [p.pid for p in workers_of(server, 1)] == [second.pid]
-    finally:
-        server.stop()
+    server = launch(config)
+    first, second = workers_of(server, 2)
+    root.rmdir()  # a new worker cannot open its root: it exits with code 2
+    first.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while "cannot be respawned" not in errors.read_text():
+        assert time.monotonic() < deadline
+    assert [p.pid for p in workers_of(server, 1)] == [second.pid]
