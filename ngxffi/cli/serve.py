@@ -133,6 +133,7 @@ def make_handler(config: Config, server: list[HttpServer]) -> Any:
 
     def handler(request: Request) -> Response:
         if request.uri.split("?", 1)[0] == config.status_path:
+            server[0].commit_stats()
             return stub_status(server[0].cycle.stats, request)
         response: Response = content(request)
         return response

@@ -19,6 +19,7 @@ response closes the connection.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,9 +30,14 @@ from typing import TYPE_CHECKING, TextIO
 import httptools
 
 from ngxffi import os as nos
-from ngxffi._ngx import ffi, lib
+from ngxffi._ngx import lib
 from ngxffi.core.log import ALERT, INFO, log_error
-from ngxffi.event.event import Event, handle_read_event, handle_write_event
+from ngxffi.event.event import (
+    USE_GREEDY_EVENT,
+    Event,
+    handle_read_event,
+    handle_write_event,
+)
 
 if TYPE_CHECKING:
     from ngxffi.core.connection import Connection
@@ -71,7 +77,7 @@ class HttpConfig:
     server_tokens: str = "ngxffi"
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """What a handler sees of one request."""
 
@@ -93,7 +99,11 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
     file: int = -1
     length: int = -1
+    # built on first use: the head but for Date and Connection; the whole keep-alive
+    # answer for the second of ``cached_date``
     fixed_head: bytes | None = field(default=None, repr=False, compare=False)
+    cached_date: bytes | None = field(default=None, repr=False, compare=False)
+    cached: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def content_length(self) -> int:
@@ -147,7 +157,14 @@ def _fixed_head(response: Response, server_tokens: str) -> bytes:
 
 
 class HttpServer:
-    """The server side of ``ngxffi serve``: config, handler and counters."""
+    """The server side of ``ngxffi serve``: config, handler and counters.
+
+    ``short_read_drains`` is nginx's rule (ngx_unix_recv) for when a read shorter than
+    asked for means the socket is empty, so that no second recv is needed to see
+    EAGAIN: always with level-triggered methods, and with epoll when the kernel reports
+    EPOLLRDHUP (a FIN arriving later is an edge of its own). Without EPOLLRDHUP an
+    edge-triggered read goes on until EAGAIN.
+    """
 
     def __init__(
         self,
@@ -161,7 +178,25 @@ class HttpServer:
         self.config = config or HttpConfig()
         self.access_log = access_log
         self.shutting_down = False
-        self.read_buffer = ffi.new("char[]", READ_SIZE)  # one for all: one thread
+        self.short_read_drains = not cycle.event_flags & USE_GREEDY_EVENT or bool(
+            getattr(cycle.module, "use_epoll_rdhup", False)
+        )
+        self.header_limit = self.config.large_client_header_buffer * (
+            self.config.large_client_header_buffers + 1
+        )
+        # Parsers at a message boundary, ready for the next request on any
+        # connection: an idle keep-alive connection holds none (nginx frees its
+        # request and buffers in ngx_http_set_keepalive).
+        self.free_requests: list[HttpRequest] = []
+        # What one read's requests answered, sent in one write (one thread: shared).
+        self.pending: list[bytes | FileBody] = []
+        self.current: HttpConnection | None = None  # whose request is being answered
+
+    def commit_stats(self) -> None:
+        """Make the shared counters exact now, the current request included
+        (connections update them once per handler call; stub_status calls this)."""
+        if self.current is not None and not self.current.closed:
+            self.current.commit()
 
     def log_access(self, c: Connection, request: Request, response: Response) -> None:
         """One line in nginx's ``combined`` format."""
@@ -188,28 +223,57 @@ class HttpServer:
         if c.read.raw.ready:  # deferred accept: data is already there
             _on_read(c.read)
 
+    def get_request(self, h: HttpConnection) -> HttpRequest:
+        """A parser for ``h``'s next request: a free one, or a new one."""
+        r = self.free_requests.pop() if self.free_requests else HttpRequest(self)
+        r.h = h
+        return r
 
-class HttpConnection:
-    """Per-connection state: the parser, the request being read, pending output."""
+    def free_request(self, r: HttpRequest) -> None:
+        """Keep a parser that ended cleanly between messages (a few suffice: only
+        connections inside a read hold one)."""
+        r.h = None
+        if len(self.free_requests) < FREE_REQUESTS_MAX:
+            self.free_requests.append(r)
 
-    def __init__(self, server: HttpServer, c: Connection) -> None:
+
+FREE_REQUESTS_MAX = 64
+
+
+class HttpRequest:
+    """The parse of one connection's current request: the llhttp parser and what it
+    has seen so far (≈ ngx_http_request_t). Held only while a request is being read;
+    an idle keep-alive connection gives it back to the server, as nginx frees its
+    request when a connection goes idle. httptools calls the ``on_*`` methods during
+    ``feed_data``."""
+
+    __slots__ = (
+        "begun",
+        "body_bytes",
+        "error",
+        "h",
+        "header_bytes",
+        "headers",
+        "parser",
+        "request",
+        "server",
+        "unparsed",
+        "url",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
         self.server = server
-        self.c = c
+        self.h: HttpConnection | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.out: deque[bytearray | FileBody] = deque()  # responses, in order
-        self.state = "reading"  # reading | writing | waiting (stub_status)
-        self.close_after = False
-        self.closed = False
-        self._new_request()
+        self.error: tuple[int, str] | None = None
+        self._reset()
 
-    # --- the parser's callbacks (httptools calls them during feed_data) -------------
-
-    def _new_request(self) -> None:
-        self.url = bytearray()
+    def _reset(self) -> None:
+        self.begun = False
+        self.url = b""
         self.headers: dict[str, str] = {}
         self.header_bytes = 0
         self.body_bytes = 0
-        self.error: tuple[int, str] | None = None
         self.request: Request | None = None
         self.unparsed = 0  # bytes fed since the request began, until its header ends
 
@@ -217,10 +281,19 @@ class HttpConnection:
         self.error = (status, title)
         return _Rejected(status, title)
 
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; requests it completes are answered into server.pending."""
+        if self.request is None:
+            # llhttp buffers a header line until it ends: bound what it may hold
+            self.unparsed += len(data)
+            if self.unparsed > self.server.header_limit:
+                raise self._reject(400, HEADER_TOO_LARGE)
+        self.parser.feed_data(data)
+
     def on_message_begin(self) -> None:
-        self._new_request()
-        if self.state == "waiting":
-            self._set_state("reading")
+        if self.h is not None and self.h.close_after:
+            raise _Stop  # after a last request nothing more is read (nginx's lingering)
+        self.begun = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -249,11 +322,11 @@ class HttpConnection:
         if length is not None and int(length) > self.server.config.client_max_body_size:
             raise self._reject(413, REASONS[413])
         self.request = Request(
-            method=parser.get_method().decode("latin-1"),
-            uri=self.url.decode("latin-1"),
-            version=version,
-            headers=self.headers,
-            keep_alive=parser.should_keep_alive(),
+            parser.get_method().decode("latin-1"),
+            self.url.decode("latin-1"),
+            version,
+            self.headers,
+            parser.should_keep_alive(),
         )
 
     def on_body(self, body: bytes) -> None:
@@ -262,47 +335,91 @@ class HttpConnection:
             raise self._reject(413, REASONS[413])
 
     def on_message_complete(self) -> None:
-        request = self.request
-        assert request is not None
-        self.unparsed = 0
-        self.c.raw.requests += 1
-        self.server.cycle.stats.add("requests", 1)
-        self._set_state("writing")
-        response = self.server.handler(request)
+        request, h = self.request, self.h
+        assert request is not None and h is not None
+        self._reset()
+        h.answer(request)
+
+
+class HttpConnection:
+    """Per-connection state (≈ ngx_http_connection_t): kept small, because idle
+    keep-alive connections are the many. The parser is borrowed per request.
+
+    ``state`` is where stub_status counts the connection (reading, writing, waiting);
+    the shared counters follow it once per handler call (``counted``), not at every
+    step of a request: nothing else runs in between to see the difference.
+    """
+
+    __slots__ = (
+        "c",
+        "close_after",
+        "closed",
+        "counted",
+        "fd",
+        "nodelay",
+        "out",
+        "r",
+        "requests",
+        "server",
+        "state",
+    )
+
+    def __init__(self, server: HttpServer, c: Connection) -> None:
+        self.server = server
+        self.c = c
+        self.fd: int = c.raw.fd
+        self.r: HttpRequest | None = None
+        self.out: deque[bytearray | FileBody] | None = None  # waiting for the socket
+        self.state = self.counted = "reading"  # reading | writing | waiting
+        self.close_after = False
+        self.closed = False
+        self.nodelay = False
+        self.requests = 0
+
+    # --- requests and responses -----------------------------------------------------
+
+    def answer(self, request: Request) -> None:
+        """A complete request: run the handler, queue its response in order."""
+        server = self.server
+        server.current = self
+        self.requests += 1
+        self.state = "writing"
+        response = server.handler(request)
         last = (
             not request.keep_alive
-            or self.server.shutting_down
-            or self.c.raw.requests >= self.server.config.keepalive_requests
+            or server.shutting_down
+            or self.requests >= server.config.keepalive_requests
         )
-        self._respond(response, request.method == "HEAD", close=last)
-        if self.server.access_log is not None:
-            self.server.log_access(self.c, request, response)
-        self.request = None  # what comes next is a new header, bounded in _feed
-
-    # --- responses ------------------------------------------------------------------
+        self._respond(response, request.method == "HEAD", last)
+        if server.access_log is not None:
+            server.log_access(self.c, request, response)
 
     def _respond(self, response: Response, head: bool, close: bool) -> None:
+        pending = self.server.pending
+        if close:
+            self.close_after = True
+        date = _Date.header()
+        if response.cached_date is date and not close and not head:
+            pending.append(response.cached)  # the common case, built once a second
+            return
         fixed = response.fixed_head
         if fixed is None:  # built once per Response: `return` answers reuse one
             fixed = response.fixed_head = _fixed_head(
                 response, self.server.config.server_tokens
             )
-        self._queue(fixed + _Date.header() + (CLOSE if close else KEEP_ALIVE))
+        data = fixed + date + (CLOSE if close else KEEP_ALIVE)
         if response.file >= 0:
+            pending.append(data)
             if head or response.status == 304:
                 nos.close(response.file)
             else:
-                self.out.append(FileBody(response.file, response.length))
-        elif not head and response.status != 304:
-            self._queue(response.body)
-        if close:
-            self.close_after = True
-
-    def _queue(self, data: bytes) -> None:
-        if self.out and isinstance(self.out[-1], bytearray):
-            self.out[-1] += data
-        else:
-            self.out.append(bytearray(data))
+                pending.append(FileBody(response.file, response.length))
+            return
+        if not head and response.status != 304:
+            data += response.body
+            if not close:
+                response.cached_date, response.cached = date, data
+        pending.append(data)
 
     def error_response(self, status: int, title: str) -> None:
         """nginx's error page, then close (ngx_http_special_response_handler)."""
@@ -312,28 +429,24 @@ class HttpConnection:
             f"<hr><center>{self.server.config.server_tokens}</center>\r\n"
             "</body>\r\n</html>\r\n"
         ).encode()
-        self._set_state("writing")
+        self.state = "writing"
         self._respond(Response(status, body, "text/html"), head=False, close=True)
-
-    def _set_state(self, state: str) -> None:
-        """Move this connection between stub_status's reading/writing/waiting."""
-        if state != self.state:
-            self.server.cycle.stats.move(self.state, state)
-            self.state = state
 
     # --- the event handlers' work -----------------------------------------------------
 
     def read(self) -> None:
-        """Read until EAGAIN, feeding the parser and sending what it answered; reading
-        pauses while a response waits for the socket, so responses stay in order."""
+        """Read, parse, answer, write: each read's responses go out in one write.
+        Reading pauses while a response waits for the socket (responses stay in
+        order) and stops after a last request."""
         c = self.c
-        if c.read.raw.timedout:
-            c.read.raw.timedout = 0
-            if self.state == "writing":
+        rev = c.read.raw
+        if rev.timedout:
+            rev.timedout = 0
+            if self.out is not None:
                 # A header or keep-alive timer that ran out while a response is
                 # being sent: send_timeout governs that. (nginx deletes the read
                 # timer when a header is complete; not deleting it saves two heap
-                # operations per request, and _keepalive re-arms it lazily.)
+                # operations per request, and _settle re-arms it lazily.)
                 return
             log_error(INFO, "client timed out")
             self.close()
@@ -341,95 +454,105 @@ class HttpConnection:
         if c.raw.close:  # drained by drain_connections, or shutting down
             self.close()
             return
-        buf = self.server.read_buffer
-        while True:
-            while not self.out:
-                # the raw call: EAGAIN ends every read, and an exception per request
-                # would cost more than the rest of the read
-                n = lib.recv(c.raw.fd, buf, READ_SIZE, 0)
-                if n <= 0:
-                    if n < 0 and ffi.errno == lib.EAGAIN:
-                        c.read.raw.ready = 0
-                        break
-                    self.close()  # EOF, or an error such as ECONNRESET
-                    return
-                if self.state == "waiting":
-                    self._wake()
-                self._feed(ffi.buffer(buf, n)[:])
-            if self.request is None and self.unparsed and not c.read.raw.timer_set:
-                # a header begun with no timer running (one ran out while writing)
-                self.server.cycle.timers.add_timer(
-                    c.read, self.server.config.client_header_timeout
-                )
-            if not self.flush() or not c.read.raw.ready:
+        server = self.server
+        while self.out is None and not self.close_after:
+            try:
+                data = os.read(self.fd, READ_SIZE)
+            except BlockingIOError:
+                rev.ready = 0
+                break
+            except OSError:  # such as ECONNRESET
+                self.close()
                 return
-
-    def _wake(self) -> None:
-        """Data on an idle keep-alive connection: a request is starting. Its timer
-        stays the keep-alive one, as in nginx (client_header_timeout is armed only
-        for a header that has no timer at all)."""
-        self.server.cycle.reusable_connection(self.c, False)
-        self.c.raw.idle = 0
+            if not data:
+                self.close()
+                return
+            if len(data) < READ_SIZE and server.short_read_drains:
+                if not rev.pending_eof:
+                    rev.ready = 0
+            self._feed(data)
+            if server.pending and not self._send_pending():
+                return
+            if not rev.ready:
+                break
+        if self.close_after and self.out is None:
+            self.close()
+            return
+        self._settle()
 
     def _feed(self, data: bytes) -> None:
-        if self.request is None:
-            # llhttp buffers a header line until it ends: bound what it may hold
-            config = self.server.config
-            self.unparsed += len(data)
-            if self.unparsed > config.large_client_header_buffer * (
-                config.large_client_header_buffers + 1
-            ):
-                self.error_response(400, HEADER_TOO_LARGE)
-                return
+        r = self.r
+        if r is None:
+            r = self.r = self.server.get_request(self)
+            if self.state == "waiting":
+                self.state = "reading"
         try:
-            self.parser.feed_data(data)
+            r.feed(data)
         except httptools.HttpParserUpgrade:
             # Upgrade or CONNECT: the request was answered, but what follows is not
             # HTTP any more and this server does not tunnel: close after the answer.
             self.close_after = True
-        except (httptools.HttpParserError, ValueError):
+        except (httptools.HttpParserError, ValueError, _Rejected, _Stop):
             # After a last request, what follows is ignored: nginx stops reading a
             # connection it is going to close.
             if not self.close_after:
                 # a callback's rejection arrives wrapped in HttpParserCallbackError
-                self.error_response(*(self.error or (400, REASONS[400])))
+                self.error_response(*(r.error or (400, REASONS[400])))
+
+    def _send_pending(self) -> bool:
+        """Write what this read answered; False when the connection closed or waits
+        for the write event."""
+        pending = self.server.pending
+        if len(pending) == 1 and type(pending[0]) is bytes:
+            data = pending.pop()
+            try:
+                sent = os.write(self.fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.close()
+                return False
+            if sent == len(data):
+                return True
+            self.out = deque([bytearray(memoryview(data)[sent:])])
+            return self._wait_write()
+        self.out = _coalesce(pending)
+        pending.clear()
+        return self.flush()
 
     def flush(self) -> bool:
-        """Send pending output; then close, or keep alive. True when all is sent and
-        the connection stays open; False when it waits for the write event or closed."""
-        c = self.c
-        cycle = self.server.cycle
-        while self.out:
+        """Send the queued output; True when all is sent and reading may go on."""
+        out = self.out
+        assert out is not None
+        while out:
             try:
-                done = self._send(self.out[0])
+                done = self._send(out[0])
             except BlockingIOError:
-                c.write.raw.ready = 0
-                cycle.timers.add_timer(c.write, self.server.config.send_timeout)
-                handle_write_event(c.write)
-                return False
+                return self._wait_write()
             except OSError:
                 self.close()
                 return False
             if done:
-                self.out.popleft()
+                out.popleft()
+        self.out = None
+        c = self.c
         if c.write.raw.timer_set:
-            cycle.timers.del_timer(c.write)
-        if self.close_after:
-            self.close()
-            return False
-        if self.state == "writing":
-            self._keepalive()
+            self.server.cycle.timers.del_timer(c.write)
         return True
+
+    def _wait_write(self) -> bool:
+        c = self.c
+        c.write.raw.ready = 0
+        self.server.cycle.timers.add_timer(c.write, self.server.config.send_timeout)
+        handle_write_event(c.write)
+        self._settle()
+        return False
 
     def _send(self, segment: bytearray | FileBody) -> bool:
         """Send some of a segment; True when it is all sent."""
-        fd = self.c.raw.fd
+        fd = self.fd
         if isinstance(segment, bytearray):
-            sent = lib.send(
-                fd, ffi.from_buffer(segment), len(segment), lib.MSG_NOSIGNAL
-            )
-            if sent < 0:
-                raise nos.error("send")  # BlockingIOError for EAGAIN
+            sent = os.write(fd, segment)
             del segment[:sent]
             return not segment
         sent = nos.sendfile(fd, segment.fd, segment.offset, segment.left)
@@ -442,37 +565,104 @@ class HttpConnection:
         nos.close(segment.fd)
         return True
 
-    def _keepalive(self) -> None:
-        """Imitates ngx_http_set_keepalive: idle, reusable, keepalive_timeout, and
-        TCP_NODELAY once (nginx's tcp_nodelay on), so that the next small response
-        is not held back by Nagle's algorithm waiting for an ACK."""
+    def commit(self) -> None:
+        """Bring the shared counters up to date with this connection."""
+        c = self.c
+        served = self.requests - c.raw.requests
+        if served:
+            c.raw.requests = self.requests
+            self.server.cycle.stats.add("requests", served)
+        if self.state != self.counted:
+            self.server.cycle.stats.move(self.counted, self.state)
+            self.counted = self.state
+
+    def _settle(self) -> None:
+        """The end of a handler call: keep-alive or not, timers, shared counters."""
+        c = self.c
+        server = self.server
+        r = self.r
+        if self.out is not None:
+            self.state = "writing"
+        elif r is not None and r.begun:
+            self.state = "reading"
+            if self.counted == "waiting":
+                server.cycle.reusable_connection(c, False)  # a request is starting
+                c.raw.idle = 0
+            if not r.request and not c.read.raw.timer_set:
+                # a header begun with no timer running (one ran out while writing)
+                server.cycle.timers.add_timer(
+                    c.read, server.config.client_header_timeout
+                )
+        elif self.state == "writing":  # answered, all sent, nothing begun
+            self._keepalive(r)
+        self.commit()
+
+    def _keepalive(self, r: HttpRequest | None) -> None:
+        """Imitates ngx_http_set_keepalive: the parser goes back to the server; the
+        connection is idle, reusable (the most recently used, last to be drained),
+        under keepalive_timeout; TCP_NODELAY is set once (nginx's tcp_nodelay on), so
+        that the next small response is not held back by Nagle's algorithm."""
         c = self.c
         cycle = self.server.cycle
-        self._set_state("waiting")
-        if not c.raw.tcp_nodelay and c.listening.family != lib.AF_UNIX:
-            c.raw.tcp_nodelay = 1  # NGX_TCP_NODELAY_SET
-            with contextlib.suppress(OSError):  # e.g. the peer is gone already
-                nos.setsockopt(c.raw.fd, lib.IPPROTO_TCP, lib.TCP_NODELAY, 1)
-        c.raw.idle = 1
-        cycle.reusable_connection(c, True)
+        if r is not None:
+            self.r = None
+            self.server.free_request(r)
+        self.state = "waiting"
+        if not self.nodelay:
+            self.nodelay = True
+            if c.listening.family != lib.AF_UNIX:
+                c.raw.tcp_nodelay = 1  # NGX_TCP_NODELAY_SET
+                with contextlib.suppress(OSError):  # e.g. the peer is gone already
+                    nos.setsockopt(self.fd, lib.IPPROTO_TCP, lib.TCP_NODELAY, 1)
+        if self.counted == "waiting":
+            queue = cycle.reusable_connections_queue
+            queue.pop(c, None)  # the most recently used goes last
+            queue[c] = None
+        else:
+            c.raw.idle = 1
+            cycle.reusable_connection(c, True)
         cycle.timers.add_timer(c.read, self.server.config.keepalive_timeout)
 
     def write_ready(self) -> None:
         """The write event: send the rest, then read what waited behind it."""
-        if self.flush() and self.c.read.raw.ready:
-            self.read()
+        if self.out is not None and self.flush():
+            if self.close_after:
+                self.close()
+            elif self.c.read.raw.ready:
+                self.read()
+            else:
+                self._settle()
 
     def close(self) -> None:
         """Imitates ngx_http_close_connection."""
         if self.closed:
             return
         self.closed = True
-        for segment in self.out:
+        for segment in self.out or ():
             if isinstance(segment, FileBody):
                 nos.close(segment.fd)
-        self.out.clear()
-        self.server.cycle.stats.add(self.state, -1)
+        self.out = None
+        self.server.pending.clear()
+        self.r = None  # mid-message or failed: not reusable
+        self.server.cycle.stats.add(self.counted, -1)
         self.server.cycle.close_connection(self.c)
+
+
+def _coalesce(items: list[bytes | FileBody]) -> deque[bytearray | FileBody]:
+    """Queue ``items`` with neighbouring bytes joined: one send for each run."""
+    out: deque[bytearray | FileBody] = deque()
+    for item in items:
+        if isinstance(item, FileBody):
+            out.append(item)
+        elif out and isinstance(out[-1], bytearray):
+            out[-1] += item
+        else:
+            out.append(bytearray(item))
+    return out
+
+
+class _Stop(Exception):
+    """Raised by a parser callback: no more requests on a connection that closes."""
 
 
 class _Rejected(Exception):
@@ -480,7 +670,11 @@ class _Rejected(Exception):
 
 
 def _on_read(ev: Event) -> None:
-    _guarded(ev.data.data, ev.data.data.read)
+    h: HttpConnection = ev.data.data
+    try:
+        h.read()
+    except Exception as e:
+        _failed(h, e)
 
 
 def _on_write(ev: Event) -> None:
@@ -489,13 +683,13 @@ def _on_write(ev: Event) -> None:
         log_error(INFO, "client timed out")
         h.close()
         return
-    _guarded(h, h.write_ready)
-
-
-def _guarded(h: HttpConnection, work: Callable[[], object]) -> None:
-    """A bug in request handling closes that connection, not the server."""
     try:
-        work()
+        h.write_ready()
     except Exception as e:
-        log_error(ALERT, f"request handling failed: {e!r}")
-        h.close()
+        _failed(h, e)
+
+
+def _failed(h: HttpConnection, e: Exception) -> None:
+    """A bug in request handling closes that connection, not the server."""
+    log_error(ALERT, f"request handling failed: {e!r}")
+    h.close()
