@@ -7,6 +7,11 @@ entry (``ev.timer_seq``); forgotten entries are skipped when they reach the top,
 the heap is rebuilt when they outnumber the live ones, so memory stays bounded however
 often keep-alive connections re-arm their timers.
 
+A heap entry is a single int: the key's distance from the cycle's start, then a
+sequence number (the order of equal keys), then which event — its code for a pool
+event, a number of its own for a standalone one. Every idle keep-alive connection
+has a timer, and one int costs about a third of a (distance, seq, event) tuple.
+
 Keys are unsigned 64-bit milliseconds compared by signed difference, as nginx compares
 ``ngx_msec_t``; the heap orders them by their distance from the cycle's start.
 """
@@ -27,15 +32,25 @@ TIMER_LAZY_DELAY = 300  # NGX_TIMER_LAZY_DELAY, ms
 TIMER_INFINITE = -1
 
 
+# The fields of a heap entry, from the most significant.
+DIST_SHIFT = 96  # the key's signed distance from ``base``, biased to be non-negative
+DIST_BIAS = 1 << 63
+SEQ_SHIFT = 32  # a 64-bit sequence number: equal keys fire in the order added
+ID_MASK = (1 << 32) - 1  # an event code, or OTHERS + n for a standalone event
+OTHERS = 1 << 31
+
+
 class EventTimers:
     """The timer set of one cycle."""
 
     def __init__(self, cycle: Cycle) -> None:
         self.cycle = cycle
         self.base = cycle.current_msec  # heap order: signed distance from here
-        self.heap: list[tuple[int, int, Event]] = []
+        self.heap: list[int] = []
         self.live = 0
+        self.others: dict[int, Event] = {}  # armed standalone events, by entry id
         self._seq = itertools.count()
+        self._other_ids = itertools.count(OTHERS)
 
     def __len__(self) -> int:
         return self.live
@@ -44,38 +59,61 @@ class EventTimers:
         """Fire ``ev`` in ``timer`` ms. Imitates ngx_event_add_timer, including its
         lazy delay: re-arming within 300 ms of the current key keeps the old key."""
         key = (self.cycle.current_msec + timer) & MSEC_MASK
-        raw = ev.raw
-        if raw.timer_set:
-            if abs(msec_diff(key, raw.timer_key)) < TIMER_LAZY_DELAY:
+        dist = msec_diff(key, self.base) + DIST_BIAS
+        entry = ev.timer_seq
+        if entry >= 0:
+            if abs(dist - (entry >> DIST_SHIFT)) < TIMER_LAZY_DELAY:
                 return
             self.del_timer(ev)
+        if ev.code >= 0:
+            ident = ev.code
+        else:
+            ident = next(self._other_ids) & ID_MASK | OTHERS
+            self.others[ident] = ev
+        entry = (dist << DIST_SHIFT) | (next(self._seq) << SEQ_SHIFT) | ident
+        ev.timer_seq = entry
+        heapq.heappush(self.heap, entry)
+        raw = ev.raw
         raw.timer_key = key
-        ev.timer_seq = seq = next(self._seq)
-        heapq.heappush(self.heap, (msec_diff(key, self.base), seq, ev))
         raw.timer_set = 1
         self.live += 1
 
     def del_timer(self, ev: Event) -> None:
         """Cancel ``ev``'s timer. Imitates ngx_event_del_timer."""
-        if ev.timer_seq < 0:
+        entry = ev.timer_seq
+        if entry < 0:
             return
-        ev.timer_seq = -1
-        ev.raw.timer_set = 0
-        self.live -= 1
+        self._disarm(ev, entry)
         if len(self.heap) > 2 * self.live + 64:
             self._compact()
 
+    def _disarm(self, ev: Event, entry: int) -> None:
+        ev.timer_seq = -1
+        ev.raw.timer_set = 0
+        self.live -= 1
+        if entry & OTHERS:
+            del self.others[entry & ID_MASK]
+
+    def _event(self, entry: int) -> Event | None:
+        """The event of a live entry; None for a forgotten one."""
+        ident = entry & ID_MASK
+        if ident & OTHERS:
+            ev = self.others.get(ident)
+        else:
+            ev = self.cycle.events_by_code[ident]
+        return ev if ev is not None and ev.timer_seq == entry else None
+
     def _compact(self) -> None:
-        self.heap = [entry for entry in self.heap if entry[2].timer_seq == entry[1]]
+        self.heap = [entry for entry in self.heap if self._event(entry) is not None]
         heapq.heapify(self.heap)
 
-    def _first(self) -> tuple[int, int, Event] | None:
-        """The earliest live entry, dropping forgotten ones on the way."""
+    def _first(self) -> Event | None:
+        """The event of the earliest live entry, dropping forgotten ones on the way."""
         heap = self.heap
         while heap:
-            entry = heap[0]
-            if entry[2].timer_seq == entry[1]:
-                return entry
+            ev = self._event(heap[0])
+            if ev is not None:
+                return ev
             heapq.heappop(heap)
         return None
 
@@ -85,23 +123,20 @@ class EventTimers:
         first = self._first()
         if first is None:
             return TIMER_INFINITE
-        return max(0, msec_diff(first[2].raw.timer_key, self.cycle.current_msec))
+        return max(0, msec_diff(first.raw.timer_key, self.cycle.current_msec))
 
     def expire_timers(self) -> None:
         """Run the handlers of every timer due now (``timedout`` set, ``timer_set``
         cleared), earliest first. Imitates ngx_event_expire_timers."""
-        while (first := self._first()) is not None:
-            ev = first[2]
+        while (ev := self._first()) is not None:
             if msec_diff(ev.raw.timer_key, self.cycle.current_msec) > 0:
                 return
-            heapq.heappop(self.heap)
-            ev.timer_seq = -1
-            self.live -= 1
-            ev.raw.timer_set = 0
+            self._disarm(ev, heapq.heappop(self.heap))
             ev.raw.timedout = 1
             ev.handler(ev)
 
     def no_timers_left(self) -> bool:
         """True when every remaining timer is cancelable (graceful shutdown may end).
         Imitates ngx_event_no_timers_left."""
-        return all(ev.raw.cancelable for _, seq, ev in self.heap if ev.timer_seq == seq)
+        events = (self._event(entry) for entry in self.heap)
+        return all(ev.raw.cancelable for ev in events if ev is not None)

@@ -61,6 +61,8 @@ REASONS = {
 }
 HEADER_TOO_LARGE = "Request Header Or Cookie Too Large"
 READ_SIZE = 16384
+FREE_REQUESTS_MAX = 64  # parsers kept between requests: only reads in progress use one
+METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE")}
 
 
 @dataclass
@@ -191,6 +193,7 @@ class HttpServer:
         # What one read's requests answered, sent in one write (one thread: shared).
         self.pending: list[bytes | FileBody] = []
         self.current: HttpConnection | None = None  # whose request is being answered
+        self.count_requests = cycle.stats.adder("requests")
 
     def commit_stats(self) -> None:
         """Make the shared counters exact now, the current request included
@@ -222,22 +225,6 @@ class HttpServer:
         handle_read_event(c.read)
         if c.read.raw.ready:  # deferred accept: data is already there
             _on_read(c.read)
-
-    def get_request(self, h: HttpConnection) -> HttpRequest:
-        """A parser for ``h``'s next request: a free one, or a new one."""
-        r = self.free_requests.pop() if self.free_requests else HttpRequest(self)
-        r.h = h
-        return r
-
-    def free_request(self, r: HttpRequest) -> None:
-        """Keep a parser that ended cleanly between messages (a few suffice: only
-        connections inside a read hold one)."""
-        r.h = None
-        if len(self.free_requests) < FREE_REQUESTS_MAX:
-            self.free_requests.append(r)
-
-
-FREE_REQUESTS_MAX = 64
 
 
 class HttpRequest:
@@ -277,18 +264,9 @@ class HttpRequest:
         self.request: Request | None = None
         self.unparsed = 0  # bytes fed since the request began, until its header ends
 
-    def _reject(self, status: int, title: str) -> _Rejected:
+    def reject(self, status: int, title: str) -> _Rejected:
         self.error = (status, title)
         return _Rejected(status, title)
-
-    def feed(self, data: bytes) -> None:
-        """Parse ``data``; requests it completes are answered into server.pending."""
-        if self.request is None:
-            # llhttp buffers a header line until it ends: bound what it may hold
-            self.unparsed += len(data)
-            if self.unparsed > self.server.header_limit:
-                raise self._reject(400, HEADER_TOO_LARGE)
-        self.parser.feed_data(data)
 
     def on_message_begin(self) -> None:
         if self.h is not None and self.h.close_after:
@@ -298,7 +276,7 @@ class HttpRequest:
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > self.server.config.large_client_header_buffer:
-            raise self._reject(414, REASONS[414])
+            raise self.reject(414, REASONS[414])
 
     def on_header(self, name: bytes, value: bytes) -> None:
         config = self.server.config
@@ -307,22 +285,23 @@ class HttpRequest:
         if size > config.large_client_header_buffer or self.header_bytes > (
             config.large_client_header_buffer * config.large_client_header_buffers
         ):
-            raise self._reject(400, HEADER_TOO_LARGE)
+            raise self.reject(400, HEADER_TOO_LARGE)
         key = name.decode("latin-1").lower()
         if key == "host" and key in self.headers:
-            raise self._reject(400, REASONS[400])  # client sent duplicate host header
+            raise self.reject(400, REASONS[400])  # client sent duplicate host header
         self.headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         version = parser.get_http_version()
         if version == "1.1" and "host" not in self.headers:
-            raise self._reject(400, REASONS[400])  # HTTP/1.1 request without "Host"
+            raise self.reject(400, REASONS[400])  # HTTP/1.1 request without "Host"
         length = self.headers.get("content-length")
         if length is not None and int(length) > self.server.config.client_max_body_size:
-            raise self._reject(413, REASONS[413])
+            raise self.reject(413, REASONS[413])
+        method = parser.get_method()
         self.request = Request(
-            parser.get_method().decode("latin-1"),
+            METHODS.get(method) or method.decode("latin-1"),
             self.url.decode("latin-1"),
             version,
             self.headers,
@@ -332,7 +311,7 @@ class HttpRequest:
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)  # discarded, as nginx does for handlers that
         if self.body_bytes > self.server.config.client_max_body_size:  # ignore it
-            raise self._reject(413, REASONS[413])
+            raise self.reject(413, REASONS[413])
 
     def on_message_complete(self) -> None:
         request, h = self.request, self.h
@@ -455,9 +434,10 @@ class HttpConnection:
             self.close()
             return
         server = self.server
+        fd = self.fd
         while self.out is None and not self.close_after:
             try:
-                data = os.read(self.fd, READ_SIZE)
+                data = os.read(fd, READ_SIZE)
             except BlockingIOError:
                 rev.ready = 0
                 break
@@ -467,13 +447,17 @@ class HttpConnection:
             if not data:
                 self.close()
                 return
-            if len(data) < READ_SIZE and server.short_read_drains:
-                if not rev.pending_eof:
-                    rev.ready = 0
+            drained = (
+                len(data) < READ_SIZE
+                and server.short_read_drains
+                and not rev.pending_eof
+            )
+            if drained:
+                rev.ready = 0
             self._feed(data)
             if server.pending and not self._send_pending():
                 return
-            if not rev.ready:
+            if drained:
                 break
         if self.close_after and self.out is None:
             self.close()
@@ -481,13 +465,23 @@ class HttpConnection:
         self._settle()
 
     def _feed(self, data: bytes) -> None:
+        """Parse ``data``; the requests it completes are answered into
+        server.pending. The parser comes from the server's free ones."""
         r = self.r
+        server = self.server
         if r is None:
-            r = self.r = self.server.get_request(self)
+            free = server.free_requests
+            r = self.r = free.pop() if free else HttpRequest(server)
+            r.h = self
             if self.state == "waiting":
                 self.state = "reading"
         try:
-            r.feed(data)
+            if r.request is None:
+                # llhttp buffers a header line until it ends: bound what it may hold
+                r.unparsed += len(data)
+                if r.unparsed > server.header_limit:
+                    raise r.reject(400, HEADER_TOO_LARGE)
+            r.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # Upgrade or CONNECT: the request was answered, but what follows is not
             # HTTP any more and this server does not tunnel: close after the answer.
@@ -503,8 +497,9 @@ class HttpConnection:
         """Write what this read answered; False when the connection closed or waits
         for the write event."""
         pending = self.server.pending
-        if len(pending) == 1 and type(pending[0]) is bytes:
-            data = pending.pop()
+        data = pending[0]
+        if len(pending) == 1 and isinstance(data, bytes):
+            pending.clear()
             try:
                 sent = os.write(self.fd, data)
             except BlockingIOError:
@@ -571,7 +566,7 @@ class HttpConnection:
         served = self.requests - c.raw.requests
         if served:
             c.raw.requests = self.requests
-            self.server.cycle.stats.add("requests", served)
+            self.server.count_requests(served)
         if self.state != self.counted:
             self.server.cycle.stats.move(self.counted, self.state)
             self.counted = self.state
@@ -604,9 +599,11 @@ class HttpConnection:
         that the next small response is not held back by Nagle's algorithm."""
         c = self.c
         cycle = self.server.cycle
-        if r is not None:
+        if r is not None:  # back to the server, for any connection's next request
             self.r = None
-            self.server.free_request(r)
+            r.h = None
+            if len(self.server.free_requests) < FREE_REQUESTS_MAX:
+                self.server.free_requests.append(r)
         self.state = "waiting"
         if not self.nodelay:
             self.nodelay = True
