@@ -269,6 +269,8 @@ struct ngx_connection_s {
     uintptr_t number;             /* global accept counter */
     uintptr_t requests;
     uint32_t generation;          /* ngxffi: bumped by every get_connection */
+    ngx_connection_t *queue_prev; /* the reusable queue (nginx's c->queue) */
+    ngx_connection_t *queue_next;
 
     unsigned log_error:3;
     unsigned timedout:1;
@@ -281,6 +283,7 @@ struct ngx_connection_s {
     unsigned sendfile:1;
     unsigned tcp_nodelay:2;
     unsigned tcp_nopush:2;
+    unsigned queued:1;            /* ngxffi: linked in the reusable queue */
 };
 
 /* stub_status's counters (the ngx_stat_* atomics); in shared memory with workers. */
@@ -306,6 +309,9 @@ typedef struct {
     ngx_connection_t *notify;     /* a static connection outside the pool, or NULL */
     int strong_tags;              /* generation in the tag's high 16 bits */
     uint64_t invalid_events;      /* kernel events whose tag was not ours */
+    ngx_connection_t *reusable_oldest;  /* reusable_connections_queue, both ends */
+    ngx_connection_t *reusable_newest;
+    uintptr_t reusable_n;
 
     /* the epoll module's state, so that its per-batch calls take few arguments */
     int ep;
@@ -338,6 +344,9 @@ int ngxffi_atomic_cas(int64_t *value, int64_t expected, int64_t desired);
 void ngxffi_init_connections(ngxffi_cycle_t *cy);
 intptr_t ngxffi_get_connection(ngxffi_cycle_t *cy, int fd);
 void ngxffi_free_connection(ngxffi_cycle_t *cy, uintptr_t slot);
+void ngxffi_reusable_connection(ngxffi_cycle_t *cy, ngx_connection_t *c,
+                                unsigned reusable);
+intptr_t ngxffi_reusable_slots(const ngxffi_cycle_t *cy, int32_t *out, intptr_t n);
 uint64_t ngxffi_tag(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
                     unsigned instance);
 intptr_t ngxffi_tag_slot(const ngxffi_cycle_t *cy, uint64_t tag);
@@ -405,6 +414,49 @@ static void ngxffi_init_connections(ngxffi_cycle_t *cy)
     cy->free_connection_n = cy->connection_n;
 }
 
+/* ngx_reusable_connection's queue: idle connections, oldest first, that
+   ngx_drain_connections may close. Intrusive, as nginx's ngx_queue_t in the
+   connection, so that the many idle connections cost no memory beyond their slot. */
+static void ngxffi_queue_unlink(ngxffi_cycle_t *cy, ngx_connection_t *c)
+{
+    if (!c->queued) return;
+    if (c->queue_prev) c->queue_prev->queue_next = c->queue_next;
+    else cy->reusable_oldest = c->queue_next;
+    if (c->queue_next) c->queue_next->queue_prev = c->queue_prev;
+    else cy->reusable_newest = c->queue_prev;
+    c->queue_prev = c->queue_next = NULL;
+    c->queued = 0;
+    cy->reusable_n--;
+}
+
+static void ngxffi_reusable_connection(ngxffi_cycle_t *cy, ngx_connection_t *c,
+                                       unsigned reusable)
+{
+    ngxffi_queue_unlink(cy, c);
+    c->reusable = reusable;
+    if (!reusable) return;
+    c->queue_prev = cy->reusable_newest;
+    c->queue_next = NULL;
+    if (cy->reusable_newest) cy->reusable_newest->queue_next = c;
+    else cy->reusable_oldest = c;
+    cy->reusable_newest = c;
+    c->queued = 1;
+    cy->reusable_n++;
+}
+
+/* Up to n slots of the queue, oldest first; returns how many. */
+static intptr_t ngxffi_reusable_slots(const ngxffi_cycle_t *cy, int32_t *out,
+                                      intptr_t n)
+{
+    intptr_t i = 0;
+    const ngx_connection_t *c;
+
+    for (c = cy->reusable_oldest; c != NULL && i < n; c = c->queue_next) {
+        out[i++] = (int32_t) (c - cy->connections);
+    }
+    return i;
+}
+
 /* ngx_get_connection, without the drain and the files[] bookkeeping (done by the
    caller): pop the free list, zero the connection and both events, flip the instance
    bit on both. Returns the slot, or -1 when the pool is empty. */
@@ -417,6 +469,7 @@ static intptr_t ngxffi_get_connection(ngxffi_cycle_t *cy, int fd)
 
     if (c == NULL) return -1;
 
+    ngxffi_queue_unlink(cy, c);   /* freed without close_connection: forget it */
     cy->free_connections = c->data;
     cy->free_connection_n--;
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ngxffi import os as nos
+from ngxffi import sockaddr
 from ngxffi.core.cfield import cfield
 
 if TYPE_CHECKING:
@@ -24,7 +26,7 @@ class Connection:
     """One slot of the pool: ``read`` and ``write`` are its two events, for life."""
 
     __slots__ = (
-        "addr_text",
+        "_addr_text",
         "cycle",
         "data",
         "index",
@@ -44,13 +46,31 @@ class Connection:
         self.write = write
         self.data: Any = None
         self.listening: Any = None
-        self.addr_text: str | None = None
+        self._addr_text: str | None = None
+
+    @property
+    def addr_text(self) -> str | None:
+        """The peer's address without the port, as nginx's ``c->addr_text``. Read
+        from the socket when first asked for (an access log line, say), not at
+        accept: most connections never need it, and the many idle ones would each
+        hold a string."""
+        if self._addr_text is None and self.raw.fd != -1:
+            try:
+                peer = nos.getpeername(int(self.raw.fd))
+            except OSError:
+                return None  # the peer is gone
+            self._addr_text = sockaddr.to_text(peer, port=False)
+        return self._addr_text
+
+    @addr_text.setter
+    def addr_text(self, text: str | None) -> None:
+        self._addr_text = text
 
     def reset(self) -> None:
         """Forget the previous user's Python state (get_connection zeroes C's)."""
         self.data = None
         self.listening = None
-        self.addr_text = None
+        self._addr_text = None
 
     def __repr__(self) -> str:
         return f"<Connection #{self.index} fd={self.raw.fd}>"

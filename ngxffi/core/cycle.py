@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -81,7 +80,6 @@ class Cycle:
         # slot's fd, instance or active bits change (see EpollModule._dispatch).
         self.on_change: Callable[[], None] | None = None
         self.files: list[Connection | None] | None = None  # fd -> connection (poll)
-        self.reusable_connections_queue: OrderedDict[Connection, None] = OrderedDict()
         self.connections_reuse_time = 0
         self.timers = EventTimers(self)
         self.posted_accept_events = PostedQueue("posted_accept_events")
@@ -188,7 +186,6 @@ class Cycle:
             if ev.posted_in is not None:
                 delete_posted_event(ev)
             ev.handler = no_handler
-        self.reusable_connections_queue.pop(c, None)
 
     def free_connection(self, c: Connection) -> None:
         """Return ``c`` to the free list head (LIFO). Imitates ngx_free_connection;
@@ -253,20 +250,24 @@ class Cycle:
 
     def reusable_connection(self, c: Connection, reusable: bool) -> None:
         """Put ``c`` in (or take it out of) the queue of idle connections that
-        drain_connections may close. Imitates ngx_reusable_connection."""
-        raw = c.raw
-        if raw.reusable:
-            self.reusable_connections_queue.pop(c, None)
-        raw.reusable = int(reusable)
-        if reusable:
-            self.reusable_connections_queue[c] = None
+        drain_connections may close, as the most recently used. Imitates
+        ngx_reusable_connection; the queue is linked through the C slots."""
+        lib.ngxffi_reusable_connection(self.raw, c.raw, reusable)
+
+    @property
+    def reusable_connections_queue(self) -> list[Connection]:
+        """The reusable connections, oldest (the first drained) first."""
+        n = self.raw.reusable_n
+        slots = ffi.new("int32_t[]", n)
+        got = lib.ngxffi_reusable_slots(self.raw, slots, n)
+        return [self.connections[slot] for slot in slots[0:got]]
 
     def drain_connections(self) -> None:
         """When free slots fall to connection_n/16, close the oldest reusable (idle
         keep-alive) connections: set ``close`` and call their read handler, which is
         expected to close them. Imitates ngx_drain_connections."""
-        queue = self.reusable_connections_queue
-        if self.raw.free_connection_n > self.connection_n // 16 or not queue:
+        raw = self.raw
+        if raw.free_connection_n > self.connection_n // 16 or not raw.reusable_n:
             return
         now = int(time.time())
         if self.connections_reuse_time != now:
@@ -277,10 +278,10 @@ class Cycle:
                 "reusing connections",
             )
         c = None
-        for _ in range(max(min(32, len(queue) // 8), 1)):
-            if not queue:
+        for _ in range(max(min(32, raw.reusable_n // 8), 1)):
+            if not raw.reusable_n:
                 break
-            c = next(iter(queue))  # the oldest
+            c = self.connections[raw.reusable_oldest - raw.connections]
             c.raw.close = 1
             c.read.handler(c.read)
         if self.raw.free_connection_n == 0 and c is not None and c.raw.reusable:

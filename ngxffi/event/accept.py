@@ -251,9 +251,6 @@ def _accepted(cycle: Cycle, ev: Event, ls: Listening, s: int) -> None:
     c.raw.number = cycle.connection_counter
     cycle.connection_counter += 1
     stats.add("handled", 1)
-    c.addr_text = sockaddr.to_text(
-        sockaddr.decode(_state.sa, _state.length[0]), port=False
-    )
     ls.handler(c)
 
 

@@ -194,12 +194,17 @@ class HttpServer:
         self.pending: list[bytes | FileBody] = []
         self.current: HttpConnection | None = None  # whose request is being answered
         self.count_requests = cycle.stats.adder("requests")
+        self.uncounted = 0  # requests answered since the counter was last updated
 
     def commit_stats(self) -> None:
         """Make the shared counters exact now, the current request included
         (connections update them once per handler call; stub_status calls this)."""
-        if self.current is not None and not self.current.closed:
-            self.current.commit()
+        current = self.current
+        if current is not None and not current.closed:
+            current.commit()
+        elif self.uncounted:
+            self.count_requests(self.uncounted)
+            self.uncounted = 0
 
     def log_access(self, c: Connection, request: Request, response: Response) -> None:
         """One line in nginx's ``combined`` format."""
@@ -334,11 +339,9 @@ class HttpConnection:
         "close_after",
         "closed",
         "counted",
-        "fd",
         "nodelay",
         "out",
         "r",
-        "requests",
         "server",
         "state",
     )
@@ -346,14 +349,12 @@ class HttpConnection:
     def __init__(self, server: HttpServer, c: Connection) -> None:
         self.server = server
         self.c = c
-        self.fd: int = c.raw.fd
         self.r: HttpRequest | None = None
         self.out: deque[bytearray | FileBody] | None = None  # waiting for the socket
         self.state = self.counted = "reading"  # reading | writing | waiting
         self.close_after = False
         self.closed = False
         self.nodelay = False
-        self.requests = 0
 
     # --- requests and responses -----------------------------------------------------
 
@@ -361,13 +362,15 @@ class HttpConnection:
         """A complete request: run the handler, queue its response in order."""
         server = self.server
         server.current = self
-        self.requests += 1
+        server.uncounted += 1
+        raw = self.c.raw
+        raw.requests += 1
         self.state = "writing"
         response = server.handler(request)
         last = (
             not request.keep_alive
             or server.shutting_down
-            or self.requests >= server.config.keepalive_requests
+            or raw.requests >= server.config.keepalive_requests
         )
         self._respond(response, request.method == "HEAD", last)
         if server.access_log is not None:
@@ -434,7 +437,7 @@ class HttpConnection:
             self.close()
             return
         server = self.server
-        fd = self.fd
+        fd = c.raw.fd
         while self.out is None and not self.close_after:
             try:
                 data = os.read(fd, READ_SIZE)
@@ -501,7 +504,7 @@ class HttpConnection:
         if len(pending) == 1 and isinstance(data, bytes):
             pending.clear()
             try:
-                sent = os.write(self.fd, data)
+                sent = os.write(self.c.raw.fd, data)
             except BlockingIOError:
                 sent = 0
             except OSError:
@@ -545,7 +548,7 @@ class HttpConnection:
 
     def _send(self, segment: bytearray | FileBody) -> bool:
         """Send some of a segment; True when it is all sent."""
-        fd = self.fd
+        fd = self.c.raw.fd
         if isinstance(segment, bytearray):
             sent = os.write(fd, segment)
             del segment[:sent]
@@ -561,12 +564,12 @@ class HttpConnection:
         return True
 
     def commit(self) -> None:
-        """Bring the shared counters up to date with this connection."""
-        c = self.c
-        served = self.requests - c.raw.requests
-        if served:
-            c.raw.requests = self.requests
-            self.server.count_requests(served)
+        """Bring the shared counters up to date: the requests answered (by any
+        connection) since the last commit, and this connection's state."""
+        server = self.server
+        if server.uncounted:
+            server.count_requests(server.uncounted)
+            server.uncounted = 0
         if self.state != self.counted:
             self.server.cycle.stats.move(self.counted, self.state)
             self.counted = self.state
@@ -610,14 +613,10 @@ class HttpConnection:
             if c.listening.family != lib.AF_UNIX:
                 c.raw.tcp_nodelay = 1  # NGX_TCP_NODELAY_SET
                 with contextlib.suppress(OSError):  # e.g. the peer is gone already
-                    nos.setsockopt(self.fd, lib.IPPROTO_TCP, lib.TCP_NODELAY, 1)
-        if self.counted == "waiting":
-            queue = cycle.reusable_connections_queue
-            queue.pop(c, None)  # the most recently used goes last
-            queue[c] = None
-        else:
+                    nos.setsockopt(c.raw.fd, lib.IPPROTO_TCP, lib.TCP_NODELAY, 1)
+        if self.counted != "waiting":
             c.raw.idle = 1
-            cycle.reusable_connection(c, True)
+        lib.ngxffi_reusable_connection(cycle.raw, c.raw, 1)  # the most recently used
         cycle.timers.add_timer(c.read, self.server.config.keepalive_timeout)
 
     def write_ready(self) -> None:
@@ -641,6 +640,7 @@ class HttpConnection:
         self.out = None
         self.server.pending.clear()
         self.r = None  # mid-message or failed: not reusable
+        self.commit()
         self.server.cycle.stats.add(self.counted, -1)
         self.server.cycle.close_connection(self.c)
 
