@@ -115,6 +115,11 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
+def accepted(worker: psutil.Process) -> int:
+    """How many accepted TCP connections the server holds."""
+    return sum(c.status != psutil.CONN_LISTEN for c in worker.net_connections("tcp"))
+
+
 def settled_rss(worker: psutil.Process) -> int:
     """The RSS once two readings 0.1 s apart agree (``SETTLE`` seconds at most)."""
     deadline = time.monotonic() + SETTLE
@@ -138,9 +143,9 @@ def warm(port: int) -> None:
 def measure(kind: str) -> Memory:
     with servers.running(kind) as server:
         worker = server.worker()
+        warm(server.port)  # the server is ready, its own fds (epoll, …) all open
+        wait_for(lambda: not accepted(worker), "the warm-up connection to close")
         fds = worker.num_fds()
-        warm(server.port)
-        wait_for(lambda: worker.num_fds() <= fds, "the warm-up connection to close")
         base = settled_rss(worker)
         clients = open_idle(server.port, CONNECTIONS)
         try:

@@ -26,6 +26,17 @@ def workers_of(server: Server, count: int, timeout: float = 10) -> list[psutil.P
         psutil.wait_procs(children, timeout=0.05)  # a short, bounded wait to poll
 
 
+def started(process: psutil.Process) -> bool:
+    """The worker has its epoll instance: its configuration (the root too) is read."""
+    fds = Path(f"/proc/{process.pid}/fd")
+    try:
+        return any(
+            str(fd.readlink()) == "anon_inode:[eventpoll]" for fd in fds.iterdir()
+        )
+    except OSError:  # gone, or an fd closed while we looked
+        return False
+
+
 def listening(process: psutil.Process) -> int:
     """How many listening TCP sockets the process holds (0 once it is gone)."""
     try:
@@ -355,6 +366,10 @@ def test_a_worker_that_fails_to_start_is_not_respawned(
     )
     server = launch(config)
     first, second = workers_of(server, 2)
+    deadline = time.monotonic() + 10
+    while not (started(first) and started(second)):  # both past opening the root
+        assert time.monotonic() < deadline
+        psutil.wait_procs([first], timeout=0.02)  # a short, bounded wait to poll
     root.rmdir()  # a new worker cannot open its root: it exits with code 2
     first.send_signal(signal.SIGKILL)
     deadline = time.monotonic() + 10

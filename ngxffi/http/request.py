@@ -193,6 +193,9 @@ class HttpServer:
         # What one read's requests answered, sent in one write (one thread: shared).
         self.pending: list[bytes | FileBody] = []
         self.current: HttpConnection | None = None  # whose request is being answered
+        # One per pool slot, made now, as the pool itself is: a connection, idle or
+        # not, allocates nothing of its own but its timer.
+        self.slots = [HttpConnection(self, c) for c in cycle.connections]
         self.count_requests = cycle.stats.adder("requests")
         self.uncounted = 0  # requests answered since the counter was last updated
 
@@ -222,7 +225,7 @@ class HttpServer:
     def init_connection(self, c: Connection) -> None:
         """The listening socket's handler. Imitates ngx_http_init_connection: read
         event edge-triggered, client_header_timeout armed, reading counted."""
-        c.data = HttpConnection(self, c)
+        c.data = self.slots[c.index].start()
         c.read.handler = _on_read
         c.write.handler = _on_write
         self.cycle.stats.add("reading", 1)
@@ -349,12 +352,17 @@ class HttpConnection:
     def __init__(self, server: HttpServer, c: Connection) -> None:
         self.server = server
         self.c = c
+        self.start()
+
+    def start(self) -> HttpConnection:
+        """A new connection in this slot: reset, reading its first request."""
         self.r: HttpRequest | None = None
         self.out: deque[bytearray | FileBody] | None = None  # waiting for the socket
         self.state = self.counted = "reading"  # reading | writing | waiting
         self.close_after = False
         self.closed = False
         self.nodelay = False
+        return self
 
     # --- requests and responses -----------------------------------------------------
 
