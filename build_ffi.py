@@ -78,7 +78,10 @@ HEADERS = """
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <netinet/in.h>
@@ -229,6 +232,12 @@ static int ngxffi_set_cloexec(int fd, int on)
 CORE_STRUCTS = """
 typedef struct ngx_event_s ngx_event_t;
 typedef struct ngx_connection_s ngx_connection_t;
+typedef struct ngxffi_cycle_s ngxffi_cycle_t;
+
+/* A handler in C (nginx's ev->handler), run by the epoll module inside the batch:
+   1 when it did all there was to do, 0 to have the Python handler called. It may
+   not open, close or re-register connections: it runs while the batch is decided. */
+typedef int (*ngxffi_c_handler_pt)(ngxffi_cycle_t *cy, ngx_event_t *ev);
 
 struct ngx_event_s {
     void *data;                   /* the connection this event belongs to */
@@ -256,6 +265,9 @@ struct ngx_event_s {
     int available;                /* accept: how many; read: bytes, -1 unknown */
     uintptr_t index;              /* poll: slot in the pollfd array */
     uintptr_t timer_key;          /* ngx_current_msec + timer, compared signed */
+
+    ngxffi_c_handler_pt c_handler; /* ngxffi: tried first for a read event, or NULL */
+    void *c_ctx;                  /* the C handler's configuration */
 };
 
 struct ngx_connection_s {
@@ -284,6 +296,11 @@ struct ngx_connection_s {
     unsigned tcp_nodelay:2;
     unsigned tcp_nopush:2;
     unsigned queued:1;            /* ngxffi: linked in the reusable queue */
+    unsigned stash_out:1;         /* the stash is output to send, not input to parse */
+
+    char *stash;                  /* ngxffi: what a C handler leaves to Python */
+    uint32_t stash_len;
+    uint64_t c_msec;              /* when a C handler last answered (monotonic ms) */
 };
 
 /* stub_status's counters (the ngx_stat_* atomics); in shared memory with workers. */
@@ -299,7 +316,7 @@ typedef struct {
 } ngxffi_stats_t;
 
 /* What the C helpers below need of ngx_cycle_t. */
-typedef struct {
+struct ngxffi_cycle_s {
     ngx_connection_t *connections;
     ngx_event_t *read_events;
     ngx_event_t *write_events;
@@ -321,7 +338,8 @@ typedef struct {
     int32_t *out;                 /* decided handler calls: slot * 2 + write */
     int32_t *out_half;            /* the half-event each of them came from */
     uint8_t *verdicts;            /* per half-event, for the trace */
-} ngxffi_cycle_t;
+    int64_t clock_offset;         /* added to CLOCK_MONOTONIC, as cycle.clock_offset */
+};
 """
 
 # The event core's hot paths, in C because they touch every event of a batch or zero
@@ -344,6 +362,7 @@ int ngxffi_atomic_cas(int64_t *value, int64_t expected, int64_t desired);
 void ngxffi_init_connections(ngxffi_cycle_t *cy);
 intptr_t ngxffi_get_connection(ngxffi_cycle_t *cy, int fd);
 void ngxffi_free_connection(ngxffi_cycle_t *cy, uintptr_t slot);
+void ngxffi_stash_free(ngx_connection_t *c);
 void ngxffi_reusable_connection(ngxffi_cycle_t *cy, ngx_connection_t *c,
                                 unsigned reusable);
 intptr_t ngxffi_reusable_slots(const ngxffi_cycle_t *cy, int32_t *out, intptr_t n);
@@ -412,6 +431,15 @@ static void ngxffi_init_connections(ngxffi_cycle_t *cy)
 
     cy->free_connections = next;
     cy->free_connection_n = cy->connection_n;
+}
+
+/* Drop what a C handler left for Python (taken, or the connection is gone). */
+static void ngxffi_stash_free(ngx_connection_t *c)
+{
+    free(c->stash);
+    c->stash = NULL;
+    c->stash_len = 0;
+    c->stash_out = 0;
 }
 
 /* ngx_reusable_connection's queue: idle connections, oldest first, that
@@ -501,6 +529,7 @@ static void ngxffi_free_connection(ngxffi_cycle_t *cy, uintptr_t slot)
 {
     ngx_connection_t *c = &cy->connections[slot];
 
+    ngxffi_stash_free(c);
     c->data = cy->free_connections;
     cy->free_connections = c;
     cy->free_connection_n++;
@@ -626,6 +655,12 @@ static int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace
             if (revents & EPOLLRDHUP) ev->pending_eof = 1;
             ev->ready = 1;
             ev->available = -1;
+            if (ev->c_handler && !post && !verdicts
+                && !(revents & (EPOLLRDHUP|EPOLLERR|EPOLLHUP))
+                && ev->c_handler(cy, ev))
+            {
+                continue;  /* done in C: no Python call for this half-event */
+            }
             out[k] = (int32_t) (slot * 2)
                      | (post && ev->accept ? NGXFFI_ACCEPT_QUEUE : 0);
 
@@ -701,13 +736,241 @@ def _constant_cdef() -> str:
     )
 
 
+# The HTTP module's C read handler for fixed responses (nginx's `return`): on an idle
+# keep-alive connection, requests of a plain shape are answered without Python.
+HTTP_FAST_STRUCTS = """
+typedef struct {
+    int enabled;                  /* 0: every request goes to Python */
+    const char *head;             /* the response head up to (without) Date */
+    size_t head_len;
+    const char *body;
+    size_t body_len;
+    const char *skip_path;        /* a path Python answers (stub_status) */
+    size_t skip_path_len;
+    uint64_t keepalive_requests;
+    int64_t *requests;            /* stub_status's shared counter */
+    uint64_t answered;            /* requests this handler answered (for tests) */
+    char *buf;                    /* the read buffer, and the output buffer */
+    size_t size;
+    char *out;
+    size_t out_size;
+    int64_t date_sec;             /* the Date line, formatted once a second */
+    char date[40];
+    size_t date_len;
+} ngxffi_http_fast_t;
+"""
+
+HTTP_FAST_CDEF = """
+size_t ngxffi_http_simple(const ngxffi_http_fast_t *f, const char *p, size_t n);
+int ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev);
+void ngxffi_http_date(ngxffi_http_fast_t *f, int64_t sec);
+"""
+
+HTTP_FAST_SOURCE = r"""
+/* Byte classes: RFC 9110 tchar (header names); what a request target may hold here
+   (unreserved, sub-delims, ":@/?%"); a header value (VCHAR, SP, HTAB). Narrower than
+   what llhttp accepts: anything else goes to Python, which parses it with llhttp. */
+static int ngxffi_in(const char *set, unsigned char ch)
+{
+    return ch != 0 && strchr(set, ch) != NULL;
+}
+
+static int ngxffi_tchar(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z')
+           || ngxffi_in("!#$%&'*+-.^_`|~", ch);
+}
+
+static int ngxffi_target_char(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z')
+           || ngxffi_in("-._~!$&'()*+,;=:@/?%", ch);
+}
+
+static int ngxffi_name_is(const char *p, size_t n, const char *name)
+{
+    return n == strlen(name) && strncasecmp(p, name, n) == 0;
+}
+
+#define NGXFFI_HTTP_LINE_MAX 8000  /* below large_client_header_buffers' 8k */
+
+/* The length of one complete request at p that is a plain keep-alive GET: request
+   line "GET <target> HTTP/1.1", header lines "name: value", exactly one Host, none
+   of the headers that change how a request is framed or answered (Content-Length,
+   Transfer-Encoding, Connection, Proxy-Connection, Upgrade, Expect), target not the
+   skipped path. 0 for anything else, complete or not: Python decides then. */
+static size_t ngxffi_http_simple(const ngxffi_http_fast_t *f, const char *p, size_t n)
+{
+    const char *end = p + n, *q = p + 4, *target, *line, *query;
+    size_t path_len;
+    int host = 0;
+
+    if (n < 5 || memcmp(p, "GET /", 5) != 0) return 0;
+    target = q;
+    while (q < end && ngxffi_target_char((unsigned char) *q)) q++;
+    if (q - target > NGXFFI_HTTP_LINE_MAX) return 0;
+    if (end - q < 11 || memcmp(q, " HTTP/1.1\r\n", 11) != 0) return 0;
+    query = memchr(target, '?', (size_t) (q - target));
+    path_len = (size_t) ((query ? query : q) - target);
+    if (f->skip_path_len == path_len && memcmp(target, f->skip_path, path_len) == 0) {
+        return 0;
+    }
+    q += 11;
+
+    for ( ;; ) {
+        if (end - q < 2) return 0;
+        if (q[0] == '\r') {
+            if (q[1] != '\n') return 0;
+            q += 2;
+            break;
+        }
+        line = q;
+        while (q < end && ngxffi_tchar((unsigned char) *q)) q++;
+        if (q == line || q == end || *q != ':') return 0;
+        if (ngxffi_name_is(line, (size_t) (q - line), "host")) {
+            host++;
+        } else if (ngxffi_name_is(line, (size_t) (q - line), "content-length")
+                   || ngxffi_name_is(line, (size_t) (q - line), "transfer-encoding")
+                   || ngxffi_name_is(line, (size_t) (q - line), "connection")
+                   || ngxffi_name_is(line, (size_t) (q - line), "proxy-connection")
+                   || ngxffi_name_is(line, (size_t) (q - line), "upgrade")
+                   || ngxffi_name_is(line, (size_t) (q - line), "expect"))
+        {
+            return 0;
+        }
+        q++;
+        while (q < end && ((unsigned char) *q >= 0x20 && (unsigned char) *q < 0x7f
+                           || *q == '\t'))
+        {
+            q++;
+        }
+        if (end - q < 2 || q[0] != '\r' || q[1] != '\n') return 0;
+        if (q - line > NGXFFI_HTTP_LINE_MAX) return 0;
+        q += 2;
+    }
+    return host == 1 ? (size_t) (q - p) : 0;
+}
+
+/* "Date: Mon, 23 Nov 2026 14:13:05 GMT\r\n", as email.utils.formatdate(usegmt=True)
+   and nginx's ngx_cached_http_time print it (names in English, whatever the locale). */
+static void ngxffi_http_date(ngxffi_http_fast_t *f, int64_t sec)
+{
+    static const char days[] = "SunMonTueWedThuFriSat";
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    time_t t = (time_t) sec;
+    struct tm tm;
+    int n;
+
+    gmtime_r(&t, &tm);
+    n = snprintf(f->date, sizeof(f->date),
+                 "Date: %.3s, %02d %.3s %d %02d:%02d:%02d GMT\r\n",
+                 days + 3 * tm.tm_wday, tm.tm_mday, months + 3 * tm.tm_mon,
+                 tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    f->date_len = n > 0 && (size_t) n < sizeof(f->date) ? (size_t) n : 0;
+    f->date_sec = sec;
+}
+
+static uint64_t ngxffi_msec(const ngxffi_cycle_t *cy)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000
+           + (uint64_t) cy->clock_offset;
+}
+
+/* Keep what Python must finish: input to parse, or output still to send. The C
+   handler stays off until Python puts it back. */
+static int ngxffi_http_leave(ngx_event_t *rev, const char *p, size_t n, int output)
+{
+    ngx_connection_t *c = rev->data;
+
+    rev->c_handler = NULL;
+    c->stash = malloc(n ? n : 1);
+    if (c->stash == NULL) return 0;  /* Python reads the socket as usual */
+    memcpy(c->stash, p, n);
+    c->stash_len = (uint32_t) n;
+    c->stash_out = (unsigned) output;
+    return 0;
+}
+
+/* The read handler of an idle keep-alive connection whose server answers every
+   request with one fixed response (ngx_http_keepalive_handler plus `return`, for
+   the plain case): read once; if what came is whole plain requests, answer them all
+   in one send, count them, make the connection the most recently used reusable one
+   and note the time for its keep-alive timer. Anything else, EOF and errors too,
+   is Python's: the bytes read are stashed on the connection. */
+static int ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
+{
+    ngxffi_http_fast_t *f = rev->c_ctx;
+    ngx_connection_t *c = rev->data;
+    size_t used = 0, len, out = 0, each;
+    uint64_t served = 0;
+    ssize_t n, sent;
+    struct timespec now;
+
+    if (!f->enabled || c->stash) return 0;
+    n = recv(c->fd, f->buf, f->size, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        rev->ready = 0;
+        return 1;
+    }
+    if (n <= 0) return 0;  /* EOF or an error: Python reads it again and closes */
+    if ((size_t) n == f->size) return ngxffi_http_leave(rev, f->buf, (size_t) n, 0);
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    if ((int64_t) now.tv_sec != f->date_sec) ngxffi_http_date(f, now.tv_sec);
+    each = f->head_len + f->date_len + 26 + f->body_len;
+    while (used < (size_t) n) {
+        len = ngxffi_http_simple(f, f->buf + used, (size_t) n - used);
+        if (len == 0 || f->date_len == 0 || out + each > f->out_size
+            || c->requests + served + 1 >= f->keepalive_requests)
+        {
+            rev->ready = 0;  /* drained: the short read says so */
+            return ngxffi_http_leave(rev, f->buf, (size_t) n, 0);
+        }
+        memcpy(f->out + out, f->head, f->head_len);
+        memcpy(f->out + out + f->head_len, f->date, f->date_len);
+        memcpy(f->out + out + f->head_len + f->date_len,
+               "Connection: keep-alive\r\n\r\n", 26);
+        memcpy(f->out + out + f->head_len + f->date_len + 26, f->body, f->body_len);
+        out += each;
+        used += len;
+        served++;
+    }
+
+    rev->ready = 0;  /* a short read drained the socket (EPOLLRDHUP is in use) */
+    f->answered += served;
+    c->requests += served;
+    ngxffi_atomic_add(f->requests, (int64_t) served);
+    c->c_msec = ngxffi_msec(cy);
+    ngxffi_reusable_connection(cy, c, 1);
+
+    sent = send(c->fd, f->out, out, MSG_NOSIGNAL);
+    if (sent == (ssize_t) out) return 1;
+    if (sent < 0) sent = 0;  /* EAGAIN, or an error Python's write will see */
+    return ngxffi_http_leave(rev, f->out + sent, out - (size_t) sent, 1);
+}
+"""
+
 ffibuilder = FFI()
 ffibuilder.cdef(
-    SYSCALLS + VARIADIC_HELPERS_CDEF + CORE_STRUCTS + EVENT_CORE_CDEF + _constant_cdef()
+    SYSCALLS
+    + VARIADIC_HELPERS_CDEF
+    + CORE_STRUCTS
+    + EVENT_CORE_CDEF
+    + HTTP_FAST_STRUCTS
+    + HTTP_FAST_CDEF
+    + _constant_cdef()
 )
 ffibuilder.set_source(
     "ngxffi._ngx",
-    HEADERS + VARIADIC_HELPERS_SOURCE + CORE_STRUCTS + EVENT_CORE_SOURCE,
+    HEADERS
+    + VARIADIC_HELPERS_SOURCE
+    + CORE_STRUCTS
+    + EVENT_CORE_SOURCE
+    + HTTP_FAST_STRUCTS
+    + HTTP_FAST_SOURCE,
     # cffi's own layout checks take &p->data of the packed struct; that is harmless.
     extra_compile_args=["-O2", "-Wall", "-Wno-address-of-packed-member"],
 )

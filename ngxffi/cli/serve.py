@@ -124,9 +124,16 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def fixed_response(config: Config) -> Response | None:
+    """The ``return`` directive's answer, if there is one."""
+    if config.return_ is None:
+        return None
+    return Response(config.return_[0], config.return_[1].encode())
+
+
 def make_handler(config: Config, server: list[HttpServer]) -> Any:
-    if config.return_ is not None:
-        ret = Response(config.return_[0], config.return_[1].encode())
+    ret = fixed_response(config)
+    if ret is not None:
         content: Any = lambda request: ret  # noqa: E731
     else:
         content = Static(config.root or BUNDLED)
@@ -301,7 +308,14 @@ def run_worker(
     with Cycle(config.worker_connections, use=config.use, stats=stats) as cycle:
         cycle.multi_accept = config.multi_accept
         cycle.accept_mutex_delay = config.accept_mutex_delay
-        server = HttpServer(cycle, handler, http, open_access_log(config))
+        server = HttpServer(
+            cycle,
+            handler,
+            http,
+            open_access_log(config),
+            fixed=fixed_response(config),  # what the handler answers, for C to send
+            fixed_except=config.status_path,
+        )
         holder.append(server)
         ls.handler = server.init_connection
         if mutex:  # the holder registers the listener, level-triggered

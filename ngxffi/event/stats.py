@@ -32,6 +32,10 @@ class Stats:
         """Atomically add ``delta`` to counter ``name``."""
         lib.ngxffi_atomic_add(self._fields[name], delta)
 
+    def field(self, name: str) -> Any:
+        """The ``int64_t *`` of counter ``name``, for C code that counts."""
+        return self._fields[name]
+
     def adder(self, name: str) -> Callable[[int], None]:
         """``add`` bound to one counter, for hot paths: ``adder("requests")(1)``."""
         return functools.partial(lib.ngxffi_atomic_add, self._fields[name])

@@ -25,13 +25,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import httptools
 
 from ngxffi import os as nos
-from ngxffi._ngx import lib
+from ngxffi._ngx import ffi, lib
 from ngxffi.core.log import ALERT, INFO, log_error
+from ngxffi.core.times import msec_diff
 from ngxffi.event.event import (
     USE_GREEDY_EVENT,
     Event,
@@ -61,6 +62,10 @@ REASONS = {
 }
 HEADER_TOO_LARGE = "Request Header Or Cookie Too Large"
 READ_SIZE = 16384
+FAST_OUTPUT = 1 << 17  # the C handler's answers to one read; more go to Python
+FAST_HANDLER = ffi.cast(
+    "ngxffi_c_handler_pt", ffi.addressof(lib, "ngxffi_http_fast_read")
+)
 FREE_REQUESTS_MAX = 64  # parsers kept between requests: only reads in progress use one
 METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE")}
 
@@ -174,12 +179,16 @@ class HttpServer:
         handler: Handler,
         config: HttpConfig | None = None,
         access_log: TextIO | None = None,
+        fixed: Response | None = None,
+        fixed_except: str = "",
     ) -> None:
         self.cycle = cycle
         self.handler = handler
         self.config = config or HttpConfig()
         self.access_log = access_log
-        self.shutting_down = False
+        # the C handler's configuration (a cdata), or None
+        self.fast: Any = self._fast(fixed, fixed_except) if access_log is None else None
+        self._shutting_down = False
         self.short_read_drains = not cycle.event_flags & USE_GREEDY_EVENT or bool(
             getattr(cycle.module, "use_epoll_rdhup", False)
         )
@@ -198,6 +207,38 @@ class HttpServer:
         self.slots = [HttpConnection(self, c) for c in cycle.connections]
         self.count_requests = cycle.stats.adder("requests")
         self.uncounted = 0  # requests answered since the counter was last updated
+
+    def _fast(self, fixed: Response | None, fixed_except: str) -> Any:
+        """The C read handler's configuration when ``handler`` answers every request
+        but ``fixed_except`` with ``fixed`` (nginx's ``return``), else None."""
+        if fixed is None or fixed.file >= 0 or fixed.status in (204, 304):
+            return None
+        f = ffi.new("ngxffi_http_fast_t *")
+        head = _fixed_head(fixed, self.config.server_tokens)
+        skip = fixed_except.encode("latin-1")
+        buf = ffi.new("char[]", READ_SIZE)
+        out = ffi.new("char[]", FAST_OUTPUT)
+        f.head, f.head_len = ffi.from_buffer(head), len(head)
+        f.body, f.body_len = ffi.from_buffer(fixed.body), len(fixed.body)
+        f.skip_path, f.skip_path_len = ffi.from_buffer(skip), len(skip)
+        f.keepalive_requests = self.config.keepalive_requests
+        f.requests = self.cycle.stats.field("requests")
+        f.buf, f.size, f.out, f.out_size = buf, READ_SIZE, out, FAST_OUTPUT
+        f.enabled = 1
+        self._fast_keep = (head, fixed.body, skip, buf, out)  # what f points into
+        return f
+
+    @property
+    def shutting_down(self) -> bool:
+        """Set by a graceful shutdown: every answer closes its connection (so the
+        C handler stands aside)."""
+        return self._shutting_down
+
+    @shutting_down.setter
+    def shutting_down(self, value: bool) -> None:
+        self._shutting_down = value
+        if self.fast is not None:
+            self.fast.enabled = int(not value)
 
     def commit_stats(self) -> None:
         """Make the shared counters exact now, the current request included
@@ -438,6 +479,8 @@ class HttpConnection:
                 # timer when a header is complete; not deleting it saves two heap
                 # operations per request, and _settle re-arms it lazily.)
                 return
+            if self.state == "waiting" and self._answered_in_c():
+                return
             log_error(INFO, "client timed out")
             self.close()
             return
@@ -446,26 +489,31 @@ class HttpConnection:
             return
         server = self.server
         fd = c.raw.fd
+        data = self._take_stash() if c.raw.stash_len else None
         while self.out is None and not self.close_after:
-            try:
-                data = os.read(fd, READ_SIZE)
-            except BlockingIOError:
-                rev.ready = 0
-                break
-            except OSError:  # such as ECONNRESET
-                self.close()
-                return
-            if not data:
-                self.close()
-                return
-            drained = (
-                len(data) < READ_SIZE
-                and server.short_read_drains
-                and not rev.pending_eof
-            )
-            if drained:
-                rev.ready = 0
+            if data is not None:  # what the C handler read
+                drained = not rev.ready
+            else:
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    rev.ready = 0
+                    break
+                except OSError:  # such as ECONNRESET
+                    self.close()
+                    return
+                if not data:
+                    self.close()
+                    return
+                drained = (
+                    len(data) < READ_SIZE
+                    and server.short_read_drains
+                    and not rev.pending_eof
+                )
+                if drained:
+                    rev.ready = 0
             self._feed(data)
+            data = None
             if server.pending and not self._send_pending():
                 return
             if drained:
@@ -474,6 +522,32 @@ class HttpConnection:
             self.close()
             return
         self._settle()
+
+    def _answered_in_c(self) -> bool:
+        """The keep-alive timer ran out, but the C handler answered requests since
+        it was set: the timeout counts from then, so wait the rest of it."""
+        cycle = self.server.cycle
+        rest = msec_diff(
+            self.c.raw.c_msec + self.server.config.keepalive_timeout,
+            cycle.current_msec,
+        )
+        if rest <= 0 or not self.c.raw.c_msec:
+            return False
+        cycle.timers.add_timer(self.c.read, rest)
+        return True
+
+    def _take_stash(self) -> bytes | None:
+        """What the C handler left: input to parse (returned), or answers it could
+        not send at once (queued here, behind the write event)."""
+        raw = self.c.raw
+        data: bytes = ffi.buffer(raw.stash, raw.stash_len)[:]
+        output = raw.stash_out
+        lib.ngxffi_stash_free(raw)
+        if not output:
+            return data
+        self.out = deque([bytearray(data)])
+        self._wait_write()
+        return None
 
     def _feed(self, data: bytes) -> None:
         """Parse ``data``; the requests it completes are answered into
@@ -591,9 +665,6 @@ class HttpConnection:
             self.state = "writing"
         elif r is not None and r.begun:
             self.state = "reading"
-            if self.counted == "waiting":
-                server.cycle.reusable_connection(c, False)  # a request is starting
-                c.raw.idle = 0
             if not r.request and not c.read.raw.timer_set:
                 # a header begun with no timer running (one ran out while writing)
                 server.cycle.timers.add_timer(
@@ -601,6 +672,12 @@ class HttpConnection:
                 )
         elif self.state == "writing":  # answered, all sent, nothing begun
             self._keepalive(r)
+        if self.state != "waiting":
+            if self.counted == "waiting":
+                server.cycle.reusable_connection(c, False)  # busy: not drainable
+                c.raw.idle = 0
+            if server.fast is not None:  # a request or an answer under way: the
+                c.read.raw.c_handler = ffi.NULL  # C handler must not cut in
         self.commit()
 
     def _keepalive(self, r: HttpRequest | None) -> None:
@@ -625,6 +702,11 @@ class HttpConnection:
         if self.counted != "waiting":
             c.raw.idle = 1
         lib.ngxffi_reusable_connection(cycle.raw, c.raw, 1)  # the most recently used
+        server = self.server
+        if server.fast is not None:  # plain requests: the C handler answers them
+            rev = c.read.raw
+            rev.c_handler = FAST_HANDLER
+            rev.c_ctx = server.fast
         cycle.timers.add_timer(c.read, self.server.config.keepalive_timeout)
 
     def write_ready(self) -> None:

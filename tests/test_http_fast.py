@@ -1,0 +1,382 @@
+"""The HTTP module's C read handler for fixed responses (``return``): it answers plain
+keep-alive GETs on idle connections without Python, and must be indistinguishable
+from the Python path (llhttp through httptools) in every byte it sends."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import select
+import socket
+import time
+from collections.abc import Iterator
+
+import httptools
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ngxffi._ngx import ffi, lib
+from test_serve import CORPUS, closed, read_response
+
+from ngxffi import os as nos
+from ngxffi.core.cycle import Cycle
+from ngxffi.core.listening import Listening, open_listening_sockets
+from ngxffi.event.accept import add_listening
+from ngxffi.event.event import POST_EVENTS, Event, process_events_and_timers
+from ngxffi.event.posted import event_process_posted
+from ngxffi.http.request import HttpConfig, HttpServer, Response
+
+RETURN = Response(200, b"hello")
+PLAIN = b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n"
+
+
+def simple(data: bytes, skip: bytes = b"/status") -> int:
+    """ngxffi_http_simple on ``data``: the length of a plain request, or 0."""
+    f = ffi.new("ngxffi_http_fast_t *")
+    keep = ffi.from_buffer(skip)
+    f.skip_path, f.skip_path_len = keep, len(skip)
+    return int(lib.ngxffi_http_simple(f, ffi.from_buffer(data), len(data)))
+
+
+class Seen:
+    """What llhttp makes of some bytes."""
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+
+TOKEN = st.text("abcXYZ019-_!#$%&'*+.^`|~", min_size=1, max_size=8)
+NAMES = st.one_of(
+    TOKEN,
+    st.sampled_from(
+        [
+            "Host",
+            "host",
+            "HOST",
+            "Content-Length",
+            "transfer-encoding",
+            "Connection",
+            "Proxy-Connection",
+            "Upgrade",
+            "Expect",
+            "Keep-Alive",
+            "Bad Name",
+            "",
+        ]
+    ),
+)
+VALUES = st.text(st.characters(max_codepoint=0xFF), max_size=12)
+TARGETS = st.one_of(
+    st.text("/abc019-._~!$&'()*+,;=:@?%", min_size=1, max_size=20).map(
+        lambda t: "/" + t
+    ),
+    st.text(st.characters(max_codepoint=0xFF), max_size=10),
+)
+METHODS = st.sampled_from(["GET", "GET", "GET", "HEAD", "POST", "get", "GET "])
+VERSIONS = st.sampled_from(
+    ["HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/1.10", "http/1.1"]
+)
+EOLS = st.sampled_from(["\r\n", "\r\n", "\r\n", "\n", "\r"])
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> bytes:
+    eol = draw(EOLS)
+    line = f"{draw(METHODS)} {draw(TARGETS)} {draw(VERSIONS)}{eol}"
+    headers = draw(
+        st.lists(
+            st.tuples(NAMES, st.sampled_from([": ", ":", " : "]), VALUES), max_size=4
+        )
+    )
+    text = (
+        line + "".join(f"{n}{sep}{v}{draw(EOLS)}" for n, sep, v in headers) + draw(EOLS)
+    )
+    tail = draw(st.sampled_from([b"", b"GET / HTTP/1.1\r\n", b"xyz"]))
+    return text.encode("latin-1") + tail
+
+
+@settings(max_examples=3000, deadline=None)
+@given(requests())
+def test_what_c_accepts_llhttp_reads_as_one_plain_keepalive_get(data: bytes) -> None:
+    n = simple(data)
+    if n == 0:
+        return
+    seen = Seen()
+    parser = httptools.HttpRequestParser(seen)
+    parser.feed_data(data[:n])  # raises if llhttp disagrees that it is a request
+    assert seen.complete == 1
+    assert parser.get_method() == b"GET" and parser.get_http_version() == "1.1"
+    assert parser.should_keep_alive()
+    names = [name for name, _ in seen.headers]
+    assert names.count(b"host") == 1
+    assert not {
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"upgrade",
+        b"expect",
+        b"proxy-connection",
+    } & set(names)
+    assert seen.url.split(b"?")[0] != b"/status"
+
+
+@pytest.mark.parametrize(
+    ("data", "length"),
+    [
+        (PLAIN, len(PLAIN)),
+        (PLAIN + PLAIN, len(PLAIN)),  # one at a time
+        (b"GET / HTTP/1.1\r\nhost:x\r\n\r\n", 26),
+        (PLAIN[:-1], 0),  # incomplete
+        (b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n", 0),  # Python's (stub_status)
+        (b"GET /status?x HTTP/1.1\r\nHost: x\r\n\r\n", 0),
+        (b"GET /statusx HTTP/1.1\r\nHost: x\r\n\r\n", 34),
+        (b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", 0),
+        (b"GET / HTTP/1.0\r\nHost: x\r\n\r\n", 0),
+        (b"GET / HTTP/1.1\r\n\r\n", 0),  # no Host
+        (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 0),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 0),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 0),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n Folded: y\r\n\r\n", 0),
+        (b"GET / HTTP/1.1\nHost: x\n\n", 0),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 0),  # long: Python's
+    ],
+)
+def test_plain_requests_and_the_rest(data: bytes, length: int) -> None:
+    assert simple(data) == length
+
+
+def test_every_corpus_case_is_left_to_python() -> None:
+    assert all(simple(case) == 0 for case in CORPUS)
+
+
+# --- a server in this process, driven turn by turn ------------------------------------
+
+
+class Loop:
+    """A `return 200 hello` server on a cycle of this process; ``turn`` runs the loop
+    until a client socket has something to read (or was closed)."""
+
+    def __init__(self, config: HttpConfig, fast: bool = True) -> None:
+        self.ls = Listening(("127.0.0.1", 0), print)
+        open_listening_sockets([self.ls])
+        self.cycle = Cycle(64)
+        self.server = HttpServer(
+            self.cycle,
+            lambda request: RETURN,
+            config,
+            fixed=RETURN if fast else None,
+            fixed_except="/status",
+        )
+        self.ls.handler = self.server.init_connection
+        add_listening(self.cycle, [self.ls])
+        address = nos.getsockname(self.ls.fd)
+        assert isinstance(address, tuple)
+        self.port = address[1]
+
+    def connect(self) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        return s
+
+    def turn_until(self, s: socket.socket, timeout: float = 5) -> None:
+        deadline = time.monotonic() + timeout
+        while not select.select([s], [], [], 0)[0]:
+            assert time.monotonic() < deadline, "no answer"
+            process_events_and_timers(self.cycle)
+
+    def response(self, s: socket.socket) -> bytes:
+        self.turn_until(s)
+        head, body = read_response(s)
+        return head + b"\r\n\r\n" + body
+
+    def close(self) -> None:
+        self.cycle.close()
+        self.ls.close()
+
+
+@pytest.fixture
+def loops() -> Iterator[tuple[Loop, Loop]]:
+    c, py = Loop(HttpConfig()), Loop(HttpConfig(), fast=False)
+    yield c, py
+    c.close()
+    py.close()
+
+
+def undated(response: bytes) -> bytes:
+    return re.sub(rb"\r\nDate: [^\r]*", b"", response)
+
+
+def exchange(loop: Loop) -> list[bytes]:
+    """A first request (Python's: the connection is new), three on the idle
+    connection (the C handler's, when on), then three pipelined in one packet."""
+    s = loop.connect()
+    answers = []
+    for _ in range(4):
+        s.sendall(PLAIN)
+        answers.append(undated(loop.response(s)))
+    s.sendall(PLAIN * 3)
+    data = b""
+    while data.count(b"hello") < 3:
+        loop.turn_until(s)
+        data += s.recv(65536)
+    s.close()
+    return [*answers, undated(data)]
+
+
+def test_c_answers_byte_for_byte_as_python_does(loops: tuple[Loop, Loop]) -> None:
+    c, py = loops
+    assert exchange(c) == exchange(py)
+    assert c.server.fast.answered == 6 and py.server.fast is None
+
+
+def test_c_date_is_http_date(loops: tuple[Loop, Loop]) -> None:
+    c = loops[0]
+    s = c.connect()
+    s.sendall(PLAIN)
+    c.response(s)
+    s.sendall(PLAIN)
+    answer = c.response(s)
+    assert c.server.fast.answered == 1
+    date = re.search(rb"\r\nDate: ([^\r]*)\r\n", answer)
+    assert date is not None
+    parsed = time.strptime(date.group(1).decode(), "%a, %d %b %Y %H:%M:%S GMT")
+    assert abs(time.mktime(parsed) - time.mktime(time.gmtime())) < 5
+    s.close()
+
+
+def idle(loop: Loop) -> socket.socket:
+    """A connection past its first request: idle, its read event on the C handler."""
+    s = loop.connect()
+    s.sendall(PLAIN)
+    loop.response(s)
+    return s
+
+
+def test_keepalive_requests_last_answer_closes() -> None:
+    loop = Loop(HttpConfig(keepalive_requests=5))
+    try:
+        s = idle(loop)
+        heads = []
+        for _ in range(4):
+            s.sendall(PLAIN)
+            heads.append(loop.response(s).split(b"\r\n\r\n")[0])
+        assert [b"Connection: keep-alive" in h for h in heads] == [True] * 3 + [False]
+        assert b"Connection: close" in heads[-1]
+        loop.turn_until(s)
+        assert closed(s)
+        assert loop.server.fast.answered == 3  # requests 2 to 4; the 5th is Python's
+    finally:
+        loop.close()
+
+
+def test_keepalive_timeout_counts_from_the_last_c_answer() -> None:
+    loop = Loop(HttpConfig(keepalive_timeout=1000))
+    try:
+        s = idle(loop)
+        assert not select.select([s], [], [], 0.6)[0]  # 0.6 s of the 1 s go by
+        s.sendall(PLAIN)
+        loop.response(s)
+        answered = time.monotonic()
+        assert loop.server.fast.answered == 1
+        loop.turn_until(s)  # the loop runs until the server closes the connection
+        assert closed(s)
+        assert 0.9 < time.monotonic() - answered < 2
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=range(len(CORPUS)))
+def test_malformed_requests_on_idle_connections_get_400(case: bytes) -> None:
+    loop = Loop(HttpConfig())
+    try:
+        s = idle(loop)
+        s.sendall(case)
+        assert loop.response(s).startswith(b"HTTP/1.1 400 ")
+        loop.turn_until(s)
+        assert closed(s)
+        assert loop.server.fast.answered == 0
+    finally:
+        loop.close()
+
+
+def test_the_skipped_path_goes_to_python(loops: tuple[Loop, Loop]) -> None:
+    c = loops[0]
+    s = idle(c)
+    s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert c.response(s).endswith(b"hello")
+    s.sendall(PLAIN)
+    assert c.response(s).endswith(b"hello")
+    assert c.server.fast.answered == 1  # the second only: the C handler is back
+    s.close()
+
+
+def drain(s: socket.socket) -> bytes:
+    """All a non-blocking socket has to read now."""
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    return data
+
+
+def test_answers_the_socket_cannot_take_wait_for_the_write_event() -> None:
+    c = Loop(HttpConfig(keepalive_requests=10**6))
+    tick = Event.standalone(c.cycle, lambda ev: c.cycle.timers.add_timer(ev, 5))
+    c.cycle.timers.add_timer(tick, 5)  # no turn waits long for nothing
+    try:
+        s = idle(c)
+        s.setblocking(False)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn = next(x for x in c.cycle.connections if x.fd != -1 and x.data)
+        nos.setsockopt(conn.fd, socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        total, data = 1000, b""
+        unsent = memoryview(PLAIN * total)
+        while data.count(b"hello") < total:
+            try:  # a client that reads only when it cannot write
+                unsent = unsent[s.send(unsent[:4700]) :] if unsent else unsent
+            except BlockingIOError:
+                data += drain(s)
+            if not unsent:
+                data += drain(s)
+            process_events_and_timers(c.cycle)
+        assert data.count(b"HTTP/1.1 200 OK") == total  # every answer, whole, in order
+        assert c.server.fast.answered > 0
+        assert conn.write.raw.active  # some answers did wait for the write event
+        s.close()
+    finally:
+        c.close()
+
+
+def test_a_request_python_has_begun_is_not_cut_into(loops: tuple[Loop, Loop]) -> None:
+    c = loops[0]
+    s = idle(c)
+    s.sendall(b"GET / HTTP/1.1\r\nX-A: ")
+    # a turn that posts its events (as with the accept mutex held): Python reads
+    # the half request itself, with the C handler still installed
+    c.cycle.actions.process_events(c.cycle, 1000, POST_EVENTS)
+    event_process_posted(c.cycle, c.cycle.posted_events)
+    s.sendall(PLAIN)  # a plain request, as bytes: here the rest of a header value
+    head, body = read_response_after(c, s)
+    assert head.startswith(b"HTTP/1.1 200 OK") and body == b"hello"
+    s.setblocking(False)
+    c.cycle.timers.add_timer(Event.standalone(c.cycle, lambda ev: None), 50)
+    process_events_and_timers(c.cycle)
+    with pytest.raises(BlockingIOError):
+        s.recv(1)  # one request, one answer
+    assert c.server.fast.answered == 0
+    s.close()
+
+
+def read_response_after(loop: Loop, s: socket.socket) -> tuple[bytes, bytes]:
+    loop.turn_until(s)
+    return read_response(s)
