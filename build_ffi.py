@@ -338,7 +338,7 @@ struct ngxffi_cycle_s {
     int32_t *out;                 /* decided handler calls: slot * 2 + write */
     int32_t *out_half;            /* the half-event each of them came from */
     uint8_t *verdicts;            /* per half-event, for the trace */
-    int64_t clock_offset;         /* added to CLOCK_MONOTONIC, as cycle.clock_offset */
+    uint64_t clock_offset;        /* added to CLOCK_MONOTONIC, as cycle.clock_offset */
 };
 """
 
@@ -876,7 +876,7 @@ static uint64_t ngxffi_msec(const ngxffi_cycle_t *cy)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000
-           + (uint64_t) cy->clock_offset;
+           + cy->clock_offset;
 }
 
 /* Keep what Python must finish: input to parse, or output still to send. The C

@@ -167,10 +167,12 @@ class Loop:
     """A `return 200 hello` server on a cycle of this process; ``turn`` runs the loop
     until a client socket has something to read (or was closed)."""
 
-    def __init__(self, config: HttpConfig, fast: bool = True) -> None:
+    def __init__(
+        self, config: HttpConfig, fast: bool = True, clock_offset: int = 0
+    ) -> None:
         self.ls = Listening(("127.0.0.1", 0), print)
         open_listening_sockets([self.ls])
-        self.cycle = Cycle(64)
+        self.cycle = Cycle(64, clock_offset=clock_offset)
         self.server = HttpServer(
             self.cycle,
             lambda request: RETURN,
@@ -279,8 +281,10 @@ def test_keepalive_requests_last_answer_closes() -> None:
         loop.close()
 
 
-def test_keepalive_timeout_counts_from_the_last_c_answer() -> None:
-    loop = Loop(HttpConfig(keepalive_timeout=1000))
+@pytest.mark.parametrize("wrap", [False, True], ids=["clock", "clock-near-wrap"])
+def test_keepalive_timeout_counts_from_the_last_c_answer(wrap: bool) -> None:
+    offset = (1 << 64) - 800 - time.monotonic_ns() // 1_000_000 if wrap else 0
+    loop = Loop(HttpConfig(keepalive_timeout=1000), clock_offset=offset)
     try:
         s = idle(loop)
         assert not select.select([s], [], [], 0.6)[0]  # 0.6 s of the 1 s go by

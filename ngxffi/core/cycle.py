@@ -20,7 +20,7 @@ from ngxffi._ngx import ffi, lib
 from ngxffi.core.connection import Connection
 from ngxffi.core.listening import Listening
 from ngxffi.core.log import ALERT, CRIT, ERR, INFO, WARN, log_error
-from ngxffi.core.times import monotonic_msec
+from ngxffi.core.times import MSEC_MASK, monotonic_msec
 from ngxffi.event.event import (
     CLOSE_EVENT,
     READ_EVENT,
@@ -125,6 +125,7 @@ class Cycle:
         raw.write_events = self._write_events
         raw.connection_n = n
         raw.strong_tags = int(strong_tags)
+        raw.clock_offset = self.clock_offset & MSEC_MASK  # C reads the same clock
         lib.ngxffi_init_connections(raw)
 
         self.connections: list[Connection] = []
