@@ -766,31 +766,36 @@ int ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev);
 void ngxffi_http_date(ngxffi_http_fast_t *f, int64_t sec);
 """
 
-HTTP_FAST_SOURCE = r"""
-/* Byte classes: RFC 9110 tchar (header names); what a request target may hold here
-   (unreserved, sub-delims, ":@/?%"); a header value (VCHAR, SP, HTAB). Narrower than
-   what llhttp accepts: anything else goes to Python, which parses it with llhttp. */
-static int ngxffi_in(const char *set, unsigned char ch)
+
+def _byte_classes() -> str:
+    """A C table of the byte classes the request recogniser uses: RFC 9110 tchar
+    (header names, 1), what a request target may hold here (unreserved, sub-delims,
+    ":@/?%", 2), a header value byte (VCHAR, SP, HTAB, 4). Narrower than what llhttp
+    accepts: anything else goes to Python, which parses it with llhttp."""
+    alnum = {*range(ord("0"), ord("9") + 1), *range(ord("a"), ord("z") + 1)}
+    alnum |= {*range(ord("A"), ord("Z") + 1)}
+    tchar = alnum | {ord(ch) for ch in "!#$%&'*+-.^_`|~"}
+    target = alnum | {ord(ch) for ch in "-._~!$&'()*+,;=:@/?%"}
+    value = {*range(0x20, 0x7F), ord("\t")}
+    flags = [(b in tchar) | (b in target) << 1 | (b in value) << 2 for b in range(256)]
+    rows = ", ".join(str(flag) for flag in flags)
+    return f"static const unsigned char ngxffi_http_class[256] = {{{rows}}};\n"
+
+
+HTTP_FAST_SOURCE = (
+    _byte_classes()
+    + r"""
+#define NGXFFI_TCHAR   1
+#define NGXFFI_TARGET  2
+#define NGXFFI_VALUE   4
+#define ngxffi_is(ch, cls)  (ngxffi_http_class[(unsigned char) (ch)] & (cls))
+
+static int ngxffi_name_is(const char *p, size_t n, const char *name, size_t len)
 {
-    return ch != 0 && strchr(set, ch) != NULL;
+    return n == len && strncasecmp(p, name, n) == 0;
 }
 
-static int ngxffi_tchar(unsigned char ch)
-{
-    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z')
-           || ngxffi_in("!#$%&'*+-.^_`|~", ch);
-}
-
-static int ngxffi_target_char(unsigned char ch)
-{
-    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z')
-           || ngxffi_in("-._~!$&'()*+,;=:@/?%", ch);
-}
-
-static int ngxffi_name_is(const char *p, size_t n, const char *name)
-{
-    return n == strlen(name) && strncasecmp(p, name, n) == 0;
-}
+#define ngxffi_name(p, n, name)  ngxffi_name_is(p, n, name, sizeof(name) - 1)
 
 #define NGXFFI_HTTP_LINE_MAX 8000  /* below large_client_header_buffers' 8k */
 
@@ -802,12 +807,12 @@ static int ngxffi_name_is(const char *p, size_t n, const char *name)
 static size_t ngxffi_http_simple(const ngxffi_http_fast_t *f, const char *p, size_t n)
 {
     const char *end = p + n, *q = p + 4, *target, *line, *query;
-    size_t path_len;
+    size_t path_len, len;
     int host = 0;
 
     if (n < 5 || memcmp(p, "GET /", 5) != 0) return 0;
     target = q;
-    while (q < end && ngxffi_target_char((unsigned char) *q)) q++;
+    while (q < end && ngxffi_is(*q, NGXFFI_TARGET)) q++;
     if (q - target > NGXFFI_HTTP_LINE_MAX) return 0;
     if (end - q < 11 || memcmp(q, " HTTP/1.1\r\n", 11) != 0) return 0;
     query = memchr(target, '?', (size_t) (q - target));
@@ -825,25 +830,22 @@ static size_t ngxffi_http_simple(const ngxffi_http_fast_t *f, const char *p, siz
             break;
         }
         line = q;
-        while (q < end && ngxffi_tchar((unsigned char) *q)) q++;
+        while (q < end && ngxffi_is(*q, NGXFFI_TCHAR)) q++;
         if (q == line || q == end || *q != ':') return 0;
-        if (ngxffi_name_is(line, (size_t) (q - line), "host")) {
+        len = (size_t) (q - line);
+        if (ngxffi_name(line, len, "host")) {
             host++;
-        } else if (ngxffi_name_is(line, (size_t) (q - line), "content-length")
-                   || ngxffi_name_is(line, (size_t) (q - line), "transfer-encoding")
-                   || ngxffi_name_is(line, (size_t) (q - line), "connection")
-                   || ngxffi_name_is(line, (size_t) (q - line), "proxy-connection")
-                   || ngxffi_name_is(line, (size_t) (q - line), "upgrade")
-                   || ngxffi_name_is(line, (size_t) (q - line), "expect"))
+        } else if (ngxffi_name(line, len, "content-length")
+                   || ngxffi_name(line, len, "transfer-encoding")
+                   || ngxffi_name(line, len, "connection")
+                   || ngxffi_name(line, len, "proxy-connection")
+                   || ngxffi_name(line, len, "upgrade")
+                   || ngxffi_name(line, len, "expect"))
         {
             return 0;
         }
         q++;
-        while (q < end && ((unsigned char) *q >= 0x20 && (unsigned char) *q < 0x7f
-                           || *q == '\t'))
-        {
-            q++;
-        }
+        while (q < end && ngxffi_is(*q, NGXFFI_VALUE)) q++;
         if (end - q < 2 || q[0] != '\r' || q[1] != '\n') return 0;
         if (q - line > NGXFFI_HTTP_LINE_MAX) return 0;
         q += 2;
@@ -952,6 +954,7 @@ static int ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
     return ngxffi_http_leave(rev, f->out + sent, out - (size_t) sent, 1);
 }
 """
+)
 
 ffibuilder = FFI()
 ffibuilder.cdef(
