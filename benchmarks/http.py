@@ -4,7 +4,10 @@ Every server (see servers.py) answers each request with a small ``200 hello``. E
 measured run starts the server fresh, drives it with wrk for a 1 s warm-up, then for
 the measured run, reading the server's CPU times (psutil; all its processes, so a
 master's workers count) just before and after. Rounds interleave the servers
-(A B C…, A B C…) so that a noisy moment hurts them alike; tables give medians.
+(A B C…, A B C…) so that a noisy moment hurts them alike; tables give medians, and
+each ratio to nginx is the median of the per-round ratios (each server against the
+nginx run of its own round), which this VM's drifts from round to round disturb less
+than a ratio of medians.
 
 Three runs:
 
@@ -29,7 +32,7 @@ import psutil
 import servers
 from servers import LABELS, QUICK
 
-ROUNDS = 2 if QUICK else 5
+ROUNDS = 2 if QUICK else 7
 SECONDS = 1 if QUICK else 3
 WARMUP = 1
 ONE_WORKER = ("nginx", "ngxffi", "asyncio", "uvloop", "selectors")
@@ -158,29 +161,46 @@ def median_run(runs: list[Run]) -> Run:
     return Run(**medians, errors=errors)
 
 
-def interleaved(scenario: Scenario, rounds: int = ROUNDS) -> dict[str, Run]:
-    """Median run of each server over ``rounds`` rounds, servers alternating."""
+def rounds(scenario: Scenario, count: int = ROUNDS) -> dict[str, list[Run]]:
+    """Each server's runs over ``count`` rounds, servers alternating."""
     runs: dict[str, list[Run]] = {kind: [] for kind in scenario.kinds}
-    for _ in range(rounds):
+    for _ in range(count):
         for kind in scenario.kinds:
             runs[kind].append(measure(kind, scenario))
-    return {kind: median_run(r) for kind, r in runs.items()}
+    return runs
 
 
-def table(medians: dict[str, Run]) -> list[str]:
-    nginx = medians["nginx"]
+def interleaved(scenario: Scenario, count: int = ROUNDS) -> dict[str, Run]:
+    """Median run of each server over ``count`` rounds, servers alternating."""
+    return {kind: median_run(r) for kind, r in rounds(scenario, count).items()}
+
+
+def paired(runs: dict[str, list[Run]], kind: str) -> tuple[float, float, float]:
+    """Median over the rounds of ``kind``'s req/s, user CPU and CPU per request,
+    each divided by nginx's in the same round."""
+    pairs = list(zip(runs[kind], runs["nginx"], strict=True))
+    return (
+        statistics.median(r.rate / n.rate for r, n in pairs),
+        statistics.median(r.user_us / n.user_us for r, n in pairs),
+        statistics.median(
+            (r.user_us + r.kernel_us) / (n.user_us + n.kernel_us) for r, n in pairs
+        ),
+    )
+
+
+def table(runs: dict[str, list[Run]]) -> list[str]:
     lines = [
         "| server | req/s | req/s vs nginx | p50 ms | p99 ms | user µs/req | "
         "kernel µs/req | CPU µs/req | user vs nginx | CPU vs nginx |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for kind, m in medians.items():
-        cpu = m.user_us + m.kernel_us
+    for kind, kind_runs in runs.items():
+        m = median_run(kind_runs)
+        rate, user, cpu = paired(runs, kind)
         lines.append(
-            f"| {LABELS[kind]} | {m.rate:,.0f} | {m.rate / nginx.rate:.2f} | "
+            f"| {LABELS[kind]} | {m.rate:,.0f} | {rate:.2f} | "
             f"{m.p50_ms:.3f} | {m.p99_ms:.3f} | {m.user_us:.2f} | {m.kernel_us:.2f} | "
-            f"{cpu:.2f} | {m.user_us / nginx.user_us:.2f} | "
-            f"{cpu / (nginx.user_us + nginx.kernel_us):.2f} |"
+            f"{m.user_us + m.kernel_us:.2f} | {user:.2f} | {cpu:.2f} |"
         )
     return lines
 
@@ -211,9 +231,17 @@ def error_note(medians: dict[str, Run]) -> list[str]:
 
 
 def section(scenario: Scenario) -> str:
-    medians = interleaved(scenario)
+    runs = rounds(scenario)
+    medians = {kind: median_run(r) for kind, r in runs.items()}
     results[scenario.key] = {kind: asdict(m) for kind, m in medians.items()}
-    lines = [f"#### {scenario.title}", "", *table(medians), "", setup(scenario)]
+    paired_note = " Ratios to nginx: medians of the per-round ratios."
+    lines = [
+        f"#### {scenario.title}",
+        "",
+        *table(runs),
+        "",
+        setup(scenario) + paired_note,
+    ]
     return "\n".join([*lines, *error_note(medians)])
 
 
