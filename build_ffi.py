@@ -799,16 +799,26 @@ static int ngxffi_name_is(const char *p, size_t n, const char *name, size_t len)
 
 #define NGXFFI_HTTP_LINE_MAX 8000  /* below large_client_header_buffers' 8k */
 
+/* A Connection value that is exactly "keep-alive" (any case, OWS around it), as
+   many HTTP/1.1 clients send: it changes nothing for llhttp. */
+static int ngxffi_keep_alive(const char *value, const char *end)
+{
+    while (value < end && (*value == ' ' || *value == '\t')) value++;
+    while (end > value && (end[-1] == ' ' || end[-1] == '\t')) end--;
+    return end - value == 10 && strncasecmp(value, "keep-alive", 10) == 0;
+}
+
 /* The length of one complete request at p that is a plain keep-alive GET: request
    line "GET <target> HTTP/1.1", header lines "name: value", exactly one Host, none
    of the headers that change how a request is framed or answered (Content-Length,
-   Transfer-Encoding, Connection, Proxy-Connection, Upgrade, Expect), target not the
-   skipped path. 0 for anything else, complete or not: Python decides then. */
+   Transfer-Encoding, Proxy-Connection, Upgrade, Expect; Connection unless it says
+   keep-alive), target not the skipped path. 0 for anything else, complete or not:
+   Python decides then. */
 static size_t ngxffi_http_simple(const ngxffi_http_fast_t *f, const char *p, size_t n)
 {
-    const char *end = p + n, *q = p + 4, *target, *line, *query;
+    const char *end = p + n, *q = p + 4, *target, *line, *query, *value;
     size_t path_len, len;
-    int host = 0;
+    int host = 0, connection;
 
     if (n < 5 || memcmp(p, "GET /", 5) != 0) return 0;
     target = q;
@@ -833,21 +843,22 @@ static size_t ngxffi_http_simple(const ngxffi_http_fast_t *f, const char *p, siz
         while (q < end && ngxffi_is(*q, NGXFFI_TCHAR)) q++;
         if (q == line || q == end || *q != ':') return 0;
         len = (size_t) (q - line);
+        connection = ngxffi_name(line, len, "connection");
         if (ngxffi_name(line, len, "host")) {
             host++;
         } else if (ngxffi_name(line, len, "content-length")
                    || ngxffi_name(line, len, "transfer-encoding")
-                   || ngxffi_name(line, len, "connection")
                    || ngxffi_name(line, len, "proxy-connection")
                    || ngxffi_name(line, len, "upgrade")
                    || ngxffi_name(line, len, "expect"))
         {
             return 0;
         }
-        q++;
+        value = ++q;
         while (q < end && ngxffi_is(*q, NGXFFI_VALUE)) q++;
         if (end - q < 2 || q[0] != '\r' || q[1] != '\n') return 0;
         if (q - line > NGXFFI_HTTP_LINE_MAX) return 0;
+        if (connection && !ngxffi_keep_alive(value, q)) return 0;
         q += 2;
     }
     return host == 1 ? (size_t) (q - p) : 0;
