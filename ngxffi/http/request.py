@@ -1,13 +1,20 @@
 """HTTP/1.1 connections and requests on the event core (≈ src/http/ngx_http_request.c).
 
 The life of a connection follows nginx's: accepted, its read event registered
-edge-triggered with ``client_header_timeout``; requests read and parsed (llhttp,
-through httptools) until EAGAIN, each answered in order — pipelined ones too — by the
-server's handler; then either closed (``Connection: close``, HTTP/1.0 without
-keep-alive, an error, ``keepalive_requests`` reached, shutting down) or kept alive:
-reusable (drain may close it), idle, under ``keepalive_timeout``. A response the socket
-does not take at once waits for the write event under ``send_timeout``; reading
-resumes once it is sent, so responses never overtake each other.
+edge-triggered with ``client_header_timeout``; requests read (until the socket is
+empty, which a short read tells when EPOLLRDHUP is in use, as in ngx_unix_recv) and
+parsed (llhttp, through httptools), each answered in order — pipelined ones too — by
+the server's handler, the answers of one read sent in one write; then either closed
+(``Connection: close``, HTTP/1.0 without keep-alive, an error, ``keepalive_requests``
+reached, shutting down) or kept alive: reusable (drain may close it), idle, under
+``keepalive_timeout``. A response the socket does not take at once waits for the write
+event under ``send_timeout``; reading resumes once it is sent, so responses never
+overtake each other.
+
+When the handler answers everything with one fixed response (``return``), an idle
+connection's read event also carries the C handler ``ngxffi_http_fast_read``
+(build_ffi.py), which answers plain GETs inside the epoll batch and stashes anything
+else on the connection for this module (``_take_stash``).
 
 Limits and statuses are nginx's: a request line longer than a large header buffer
 (8k) is 414; a header line longer than that, or headers beyond 4 x 8k, 400 "Request
