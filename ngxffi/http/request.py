@@ -253,7 +253,12 @@ class HttpServer:
         current = self.current
         if current is not None and not current.closed:
             current.commit()
-        elif self.uncounted:
+        else:
+            self.count_answered()
+
+    def count_answered(self) -> None:
+        """Add the requests answered since the last call to the shared counter."""
+        if self.uncounted:
             self.count_requests(self.uncounted)
             self.uncounted = 0
 
@@ -587,8 +592,11 @@ class HttpConnection:
 
     def _send_pending(self) -> bool:
         """Write what this read answered; False when the connection closed or waits
-        for the write event."""
-        pending = self.server.pending
+        for the write event. The requests are counted first: once a client has its
+        answer, stub_status (in any worker) counts its request, as in nginx."""
+        server = self.server
+        server.count_answered()
+        pending = server.pending
         data = pending[0]
         if len(pending) == 1 and isinstance(data, bytes):
             pending.clear()
@@ -656,9 +664,7 @@ class HttpConnection:
         """Bring the shared counters up to date: the requests answered (by any
         connection) since the last commit, and this connection's state."""
         server = self.server
-        if server.uncounted:
-            server.count_requests(server.uncounted)
-            server.uncounted = 0
+        server.count_answered()
         if self.state != self.counted:
             self.server.cycle.stats.move(self.counted, self.state)
             self.counted = self.state
