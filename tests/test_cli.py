@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import ngxffi
-from ngxffi import ffi
+from ngxffi import Cycle, ffi, process_events_and_timers
+from ngxffi.cli.serve import note_signals
 
 NGXFFI = shutil.which("ngxffi", path=str(Path(sys.executable).parent))
 
@@ -101,3 +104,19 @@ def test_probes_leave_no_descriptor_behind() -> None:
         assert ngxffi.probe.epoll_exclusive() is True
         assert ngxffi.probe.accept4() is True
     assert sorted(Path("/proc/self/fd").iterdir()) == before
+
+
+def test_a_signal_just_before_the_wait_does_not_leave_the_worker_asleep() -> None:
+    """A worker's stop signal can land after its loop checked for one and before
+    epoll_wait: the handler must wake that wait (no timers, no events here: without
+    the wake-up the turn would block until the test's timeout)."""
+    previous = signal.getsignal(signal.SIGUSR2)
+    noted: list[int] = []
+    try:
+        with Cycle(4) as cycle:
+            note_signals(cycle, (signal.SIGUSR2,), noted)
+            os.kill(os.getpid(), signal.SIGUSR2)  # its Python handler runs right here
+            assert noted == [signal.SIGUSR2]
+            process_events_and_timers(cycle)  # an infinite wait, woken at once
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

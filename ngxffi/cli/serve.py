@@ -325,9 +325,8 @@ def run_worker(
             add_listening(cycle, [ls], EXCLUSIVE_EVENT if exclusive else LEVEL_EVENT)
         stop: list[int] = []
         reopen: list[int] = []
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
-            signal.signal(signum, lambda signum, frame: stop.append(signum))
-        signal.signal(signal.SIGUSR1, lambda signum, frame: reopen.append(signum))
+        note_signals(cycle, (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT), stop)
+        note_signals(cycle, (signal.SIGUSR1,), reopen)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a worker's were blocked
         try:
             while not stop:
@@ -341,6 +340,29 @@ def run_worker(
             if server.access_log is not None:
                 server.access_log.close()
     return 0
+
+
+def note_signals(cycle: Cycle, signums: tuple[int, ...], noted: list[int]) -> None:
+    """Handlers that append the signal to ``noted`` and wake the loop.
+
+    nginx's handlers only set a flag (ngx_quit…) that the loop reads after
+    epoll_wait returns; a signal that comes just before the wait leaves it asleep
+    until some event. Python runs its handlers between bytecodes, which widens that
+    window to the whole Python part of a turn, so the handler also notifies the event
+    module (ngx_notify's eventfd): the next epoll_wait returns at once."""
+    notify = cycle.actions.notify
+
+    def handler(signum: int, frame: object) -> None:
+        noted.append(signum)
+        if notify is not None:
+            notify(_woken)
+
+    for signum in signums:
+        signal.signal(signum, handler)
+
+
+def _woken(ev: Event) -> None:
+    """The wake-up itself is all a signal's notification is for."""
 
 
 def open_access_log(config: Config) -> TextIO | None:
