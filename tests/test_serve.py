@@ -506,3 +506,35 @@ def test_the_poll_module_serves_too() -> None:
         assert " 3 3 6 \n" in server.status()
     finally:
         server.stop()
+
+
+def test_mixed_traffic_on_a_kept_alive_connection(server: Server) -> None:
+    """On an idle connection the C handler answers plain GETs; anything else in the
+    same stream goes to Python. In any order, every request gets its own answer, in
+    order, and stub_status counts each exactly once."""
+    s = server.connect()
+    plain = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    s.sendall(plain)
+    read_response(s)  # the first request: Python's; now idle
+    head_request = b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"
+    shapes = [
+        plain,  # C
+        head_request,  # Python
+        plain * 3,  # C, pipelined
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",  # Python
+        plain + b"GET /x HTTP/1.1\r\nHost: a\r\nExpect: y\r\n\r\n",  # Python
+        b"GET /?q HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",  # C
+    ]
+    for data in shapes:
+        s.sendall(data)
+        wanted = data.count(b"HTTP/1.1\r\n")
+        body = b"" if data == head_request else b"hello"
+        answers = b""
+        while answers.count(b"HTTP/1.1 200 OK") < wanted or not answers.endswith(body):
+            answers += s.recv(65536)
+        for answer in answers.split(b"HTTP/1.1 200 OK")[1:]:
+            assert b"Connection: keep-alive" in answer
+            assert answer.endswith(b"\r\n\r\n" + body)
+    # 1 + 9 requests here, and the status request itself
+    assert " 2 2 11 \n" in server.status()
+    s.close()
