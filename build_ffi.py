@@ -226,7 +226,7 @@ static int ngxffi_set_cloexec(int fd, int on)
 
 # The event core's C layout. Field names and bitfields follow nginx's ngx_event_t and
 # ngx_connection_t (src/event/ngx_event.h, src/core/ngx_connection.h). What cannot live
-# in C stays on the Python proxies (ngxffi.event.Event, ngxffi.core.connection): the
+# in C stays on the Python proxies (ngxffi.event.Event, ngxffi.event.connection): the
 # handler, the protocol context, the posted and reusable queues (ordered dicts there).
 # The same text is compiled and cdef'd, so cffi sees exactly the compiler's layout.
 CORE_STRUCTS = """
@@ -259,7 +259,6 @@ struct ngx_event_s {
     unsigned pending_eof:1;
     unsigned posted:1;
     unsigned closed:1;
-    unsigned channel:1;
     unsigned cancelable:1;
 
     int available;                /* accept: how many; read: bytes, -1 unknown */
@@ -609,10 +608,9 @@ static int ngxffi_stale(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
    h is the read side of list[h/2] when even, its write side when odd). Marks events
    ready as nginx does and, instead of calling handlers, appends slot*2+write to
    cy->out (with NGXFFI_ACCEPT_QUEUE for an accept event when posting) and h to
-   cy->out_half. The caller calls the handlers in order; when one changes the pool or
-   the kernel registrations it calls again from the next half-event, which redoes the
-   stale checks exactly where nginx does them. With trace, cy->verdicts[h] gets the
-   verdict of every half-event. */
+   cy->out_half. The epoll module calls the handlers, and calls this again from the
+   next half-event after one that changed the pool (ngxffi/event/modules/epoll.py,
+   _dispatch). With trace, cy->verdicts[h] gets the verdict of every half-event. */
 static int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace)
 {
     const struct epoll_event *list = cy->event_list;

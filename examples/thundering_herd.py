@@ -25,7 +25,7 @@ import time
 
 from ngxffi import Cycle, process_events_and_timers
 from ngxffi import os as nos
-from ngxffi.core.listening import Listening, open_listening_sockets
+from ngxffi.event.listening import Listening, open_listening_sockets
 from ngxffi.event import accept
 from ngxffi.event.event import EXCLUSIVE_EVENT, LEVEL_EVENT, Event
 from ngxffi.process.shm import SharedStats

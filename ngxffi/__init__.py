@@ -1,22 +1,27 @@
 """ngxffi: nginx's event core for Python, on the real Linux syscalls through cffi.
 
-The layers, bottom up (each only calls the ones below it):
+The layers, bottom up (each imports only the ones below it):
 
 * ``ngxffi.ffi`` / ``ngxffi.lib``: the raw cffi binding built by ``build_ffi.py`` —
   syscalls, ``struct epoll_event``, the C-layout ``ngx_connection_t``/``ngx_event_t``
   and every constant, with the values the C compiler saw;
-* ``ngxffi.os``: errno-checked, EINTR-safe wrappers (≈ nginx's ``src/os/unix``);
-* ``ngxffi.probe``: what this kernel supports (EPOLLRDHUP, EPOLLEXCLUSIVE, accept4);
-* ``ngxffi.core`` and ``ngxffi.event``: nginx's event core — the cycle and its
-  connection pool, events and the event-actions table, the epoll and poll modules,
-  timers, posted queues and the loop (re-exported here).
+* ``ngxffi.os``, ``ngxffi.sockaddr``, ``ngxffi.probe``: errno-checked, EINTR-safe
+  wrappers (≈ nginx's ``src/os/unix``), addresses, what this kernel supports;
+  ``ngxffi.epoll`` and ``ngxffi.selector``: a plain epoll object and asyncio on it;
+* ``ngxffi.core``: the clock, logging, the configuration reader;
+* ``ngxffi.event``: nginx's event core — the cycle and its connection pool,
+  listening sockets, events and the event-actions table, the epoll and poll modules,
+  timers, posted queues, accepting and the loop (the main names re-exported here);
+* ``ngxffi.process``: one process or a master and workers;
+* ``ngxffi.http``: HTTP/1.1 on all of that; ``ngxffi.cli``: the ``ngxffi`` command.
 """
 
 from ngxffi import os, probe, sockaddr
 from ngxffi._ngx import ffi, lib
 from ngxffi._version import __version__
-from ngxffi.core.connection import Connection
-from ngxffi.core.cycle import Cycle
+from ngxffi.event.accept import add_listening
+from ngxffi.event.connection import Connection
+from ngxffi.event.cycle import Cycle
 from ngxffi.event.event import (
     CLEAR_EVENT,
     CLOSE_EVENT,
@@ -33,6 +38,7 @@ from ngxffi.event.event import (
     handle_write_event,
     process_events_and_timers,
 )
+from ngxffi.event.listening import Listening, open_listening_sockets
 from ngxffi.event.posted import delete_posted_event, post_event
 from ngxffi.event.trace import TraceRecord
 
@@ -50,13 +56,16 @@ __all__ = [
     "Cycle",
     "Event",
     "EventActions",
+    "Listening",
     "TraceRecord",
     "__version__",
+    "add_listening",
     "delete_posted_event",
     "ffi",
     "handle_read_event",
     "handle_write_event",
     "lib",
+    "open_listening_sockets",
     "os",
     "post_event",
     "probe",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ngxffi import os
+from ngxffi import os as nos
 from ngxffi._ngx import ffi, lib
 
 
@@ -21,32 +21,32 @@ def epoll_rdhup() -> bool:
     """
     fds: list[int] = []  # whatever is open, closed whatever happens
     try:
-        ep = os.epoll_create1()
+        ep = nos.epoll_create1()
         fds.append(ep)
-        a, b = os.socketpair()
+        a, b = nos.socketpair()
         fds += (a, b)
-        os.epoll_ctl(
+        nos.epoll_ctl(
             ep, lib.EPOLL_CTL_ADD, a, lib.EPOLLET | lib.EPOLLIN | lib.EPOLLRDHUP
         )
         fds.remove(b)
-        os.close(b)
-        events = os.new_events(1)
-        n = os.epoll_wait(ep, events, 0)
+        nos.close(b)
+        events = nos.new_events(1)
+        n = nos.epoll_wait(ep, events, 0)
         return n == 1 and bool(events[0].events & lib.EPOLLRDHUP)
     finally:
         for fd in fds:
-            os.close(fd)
+            nos.close(fd)
 
 
 def epoll_exclusive() -> bool:
     """Whether EPOLLEXCLUSIVE is accepted (Linux 4.5+); older kernels say EINVAL."""
     fds: list[int] = []
     try:
-        ep = os.epoll_create1()
+        ep = nos.epoll_create1()
         fds.append(ep)
-        efd = os.eventfd()
+        efd = nos.eventfd()
         fds.append(efd)
-        os.epoll_ctl(ep, lib.EPOLL_CTL_ADD, efd, lib.EPOLLIN | lib.EPOLLEXCLUSIVE)
+        nos.epoll_ctl(ep, lib.EPOLL_CTL_ADD, efd, lib.EPOLLIN | lib.EPOLLEXCLUSIVE)
         return True
     except OSError as e:
         if e.errno == lib.EINVAL:
@@ -54,7 +54,7 @@ def epoll_exclusive() -> bool:
         raise
     finally:
         for fd in fds:
-            os.close(fd)
+            nos.close(fd)
 
 
 def accept4() -> bool:

@@ -16,7 +16,7 @@ import pytest
 
 from ngxffi import Connection, Cycle, lib, process_events_and_timers
 from ngxffi import os as nos
-from ngxffi.core.listening import Listening, open_listening_sockets
+from ngxffi.event.listening import Listening, open_listening_sockets
 from ngxffi.core.log import NOTICE
 from ngxffi.event import accept
 from ngxffi.event.accept import add_listening
@@ -216,7 +216,7 @@ def test_accept4_enosys_falls_back_to_accept_for_good() -> None:
         import json, socket
         from ngxffi import Cycle, process_events_and_timers, lib
         from ngxffi import os as nos
-        from ngxffi.core.listening import Listening, open_listening_sockets
+        from ngxffi.event.listening import Listening, open_listening_sockets
         from ngxffi.event import accept
 
         got = []
@@ -271,7 +271,7 @@ def test_emfile_backs_off_without_spinning_and_recovers(resume: bool) -> None:
         import json, os, resource, socket, time
         from ngxffi import Cycle, process_events_and_timers
         from ngxffi import os as nos
-        from ngxffi.core.listening import Listening, open_listening_sockets
+        from ngxffi.event.listening import Listening, open_listening_sockets
         from ngxffi.event.accept import add_listening
 
         got = []
@@ -326,7 +326,7 @@ def test_reserve_fd_sheds_pending_clients_at_once_and_recovers() -> None:
         import json, os, resource, socket
         from ngxffi import Cycle, process_events_and_timers
         from ngxffi import os as nos
-        from ngxffi.core.listening import Listening, open_listening_sockets
+        from ngxffi.event.listening import Listening, open_listening_sockets
         from ngxffi.event.accept import add_listening
 
         got = []
@@ -462,7 +462,7 @@ def test_reserve_fd_without_its_spare_backs_off_instead_of_spinning() -> None:
         import json, os, resource, socket, time
         from ngxffi import Cycle, process_events_and_timers, lib
         from ngxffi import os as nos
-        from ngxffi.core.listening import Listening, open_listening_sockets
+        from ngxffi.event.listening import Listening, open_listening_sockets
         from ngxffi.event.accept import add_listening
 
         got = []

@@ -15,7 +15,7 @@ import pytest
 
 import ngxffi
 from ngxffi import Cycle, ffi, process_events_and_timers
-from ngxffi.cli.serve import note_signals
+from ngxffi.process.worker import WorkerSignals
 
 NGXFFI = shutil.which("ngxffi", path=str(Path(sys.executable).parent))
 
@@ -111,12 +111,12 @@ def test_a_signal_just_before_the_wait_does_not_leave_the_worker_asleep() -> Non
     epoll_wait: the handler must wake that wait (no timers, no events here: without
     the wake-up the turn would block until the test's timeout)."""
     previous = signal.getsignal(signal.SIGUSR2)
-    noted: list[int] = []
     try:
         with Cycle(4) as cycle:
-            note_signals(cycle, (signal.SIGUSR2,), noted)
+            signals = WorkerSignals(cycle)
+            signals.install(stop=(signal.SIGUSR2,), reopen=())
             os.kill(os.getpid(), signal.SIGUSR2)  # its Python handler runs right here
-            assert noted == [signal.SIGUSR2]
+            assert signals.stop == signal.SIGUSR2
             process_events_and_timers(cycle)  # an infinite wait, woken at once
     finally:
         signal.signal(signal.SIGUSR2, previous)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
-from ngxffi.core.config import Config, ConfigError, msec, parse
+from ngxffi.cli.serve import MODULES
+from ngxffi.core.conf import Command, Conf, ConfigError, msec, parse, positive, size
+from ngxffi.event.conf import EventConf
+from ngxffi.http.core import HttpCoreConf
+from ngxffi.process.conf import CoreConf
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "ngxffi.toml"
 
@@ -23,18 +28,50 @@ def serve_t(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_defaults_are_nginx_s() -> None:
-    c = Config()
-    assert (c.worker_connections, c.keepalive_timeout, c.keepalive_requests) == (
-        512,
-        75_000,
-        1000,
+    conf = Conf(MODULES)
+    events, http = conf[EventConf], conf[HttpCoreConf]
+    assert (events.worker_connections, http.keepalive_timeout) == (512, 75_000)
+    assert (http.keepalive_requests, http.client_header_timeout) == (1000, 60_000)
+    assert (http.send_timeout, events.accept_mutex_delay) == (60_000, 500)
+    assert (http.listen.backlog, events.multi_accept, events.accept_mutex) == (
+        511,
+        False,
+        False,
     )
-    assert (c.client_header_timeout, c.send_timeout, c.accept_mutex_delay) == (
-        60_000,
-        60_000,
-        500,
-    )
-    assert (c.listen.backlog, c.multi_accept, c.accept_mutex) == (511, False, False)
+    assert http.large_client_header_buffers == (4, 8192)
+    assert http.client_max_body_size == 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ('large_client_header_buffers = "8 16k"', (8, 16384)),
+        ('client_max_body_size = "2m"', 2 << 20),
+        ("client_max_body_size = 100", 100),
+        ('error_log = "log.txt"', ("log.txt", "error")),
+    ],
+)
+def test_http_limits_and_logs_are_directives(text: str, value: object) -> None:
+    conf = parse(text + "\n", MODULES)
+    name = text.split()[0]
+    owner = CoreConf if name == "error_log" else HttpCoreConf
+    assert getattr(conf[owner], name) == value
+
+
+def test_sizes() -> None:
+    assert (size("8k"), size("1m"), size(7)) == (8192, 1 << 20, 7)
+    with pytest.raises(ValueError, match="invalid size"):
+        size("8 kilobytes")
+
+
+def test_a_directive_declared_by_two_modules_is_refused() -> None:
+    class Twin:
+        commands: ClassVar[tuple[Command, ...]] = (
+            Command("worker_connections", positive),
+        )
+
+    with pytest.raises(ValueError, match='"worker_connections" declared twice'):
+        Conf([EventConf, Twin])
 
 
 @pytest.mark.parametrize(
@@ -57,8 +94,9 @@ def test_the_example_config_is_valid() -> None:
     assert out.returncode == 0
     assert f"the configuration file {EXAMPLE} syntax is ok" in out.stderr
     assert "test is successful" in out.stderr
-    config = parse(EXAMPLE.read_text())
-    assert config.listen.address == "127.0.0.1:8080" and config.error_log == (
+    conf = parse(EXAMPLE.read_text(), MODULES)
+    assert conf[HttpCoreConf].listen.address == "127.0.0.1:8080"
+    assert conf[CoreConf].error_log == (
         "stderr",
         "warn",
     )
@@ -75,7 +113,9 @@ def test_the_example_config_is_valid() -> None:
         ("worker_connections = 0\n", "expected at least 1"),
         ('use = "kqueue"\n', "expected one of epoll, poll"),
         ("multi_accept = 1\n", "expected true or false"),
-        ('listen = { address = "x:1", backlogg = 5 }\n', "unknown listen parameter"),
+        ('listen = { address = "x:1", backlogg = 5 }\n', "unknown parameter"),
+        ('listen = "127.0.0.1:http"\n', "invalid port"),
+        ('root = "/nonexistent/dir"\n', '"/nonexistent/dir" is not a directory'),
         ("return = [200]\n", 'expected [STATUS, "body"]'),
         ('error_log = "stderr loud"\n', "with a level among"),
         ("worker_connections = \n", "Invalid value (at line 1, column 22)"),
@@ -86,7 +126,7 @@ def test_errors_name_the_directive_and_line(text: str, message: str) -> None:
         ConfigError,
         match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)"),
     ):
-        parse(text)
+        parse(text, MODULES)
 
 
 def test_serve_t_reports_the_line_and_fails(tmp_path: Path) -> None:

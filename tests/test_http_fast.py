@@ -19,12 +19,14 @@ from ngxffi._ngx import ffi, lib
 from test_serve import CORPUS, closed, read_response
 
 from ngxffi import os as nos
-from ngxffi.core.cycle import Cycle
-from ngxffi.core.listening import Listening, open_listening_sockets
 from ngxffi.event.accept import add_listening
+from ngxffi.event.cycle import Cycle
 from ngxffi.event.event import POST_EVENTS, Event, process_events_and_timers
+from ngxffi.event.listening import Listening, open_listening_sockets
 from ngxffi.event.posted import event_process_posted
-from ngxffi.http.request import HttpConfig, HttpServer, Response
+from ngxffi.http.core import HttpCoreConf
+from ngxffi.http.message import Response
+from ngxffi.http.server import HttpServer
 
 RETURN = Response(200, b"hello")
 PLAIN = b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n"
@@ -171,7 +173,7 @@ class Loop:
     until a client socket has something to read (or was closed)."""
 
     def __init__(
-        self, config: HttpConfig, fast: bool = True, clock_offset: int = 0
+        self, conf: HttpCoreConf, fast: bool = True, clock_offset: int = 0
     ) -> None:
         self.ls = Listening(("127.0.0.1", 0), print)
         open_listening_sockets([self.ls])
@@ -179,7 +181,7 @@ class Loop:
         self.server = HttpServer(
             self.cycle,
             lambda request: RETURN,
-            config,
+            conf,
             fixed=RETURN if fast else None,
             fixed_except="/status",
         )
@@ -217,7 +219,7 @@ class Loop:
 
 @pytest.fixture
 def loops() -> Iterator[tuple[Loop, Loop]]:
-    c, py = Loop(HttpConfig()), Loop(HttpConfig(), fast=False)
+    c, py = Loop(HttpCoreConf()), Loop(HttpCoreConf(), fast=False)
     yield c, py
     c.close()
     py.close()
@@ -274,7 +276,7 @@ def idle(loop: Loop) -> socket.socket:
 
 
 def test_keepalive_requests_last_answer_closes() -> None:
-    with Loop(HttpConfig(keepalive_requests=5)) as loop:
+    with Loop(HttpCoreConf(keepalive_requests=5)) as loop:
         s = idle(loop)
         heads = []
         for _ in range(4):
@@ -290,7 +292,7 @@ def test_keepalive_requests_last_answer_closes() -> None:
 @pytest.mark.parametrize("wrap", [False, True], ids=["clock", "clock-near-wrap"])
 def test_keepalive_timeout_counts_from_the_last_c_answer(wrap: bool) -> None:
     offset = (1 << 64) - 800 - time.monotonic_ns() // 1_000_000 if wrap else 0
-    with Loop(HttpConfig(keepalive_timeout=1000), clock_offset=offset) as loop:
+    with Loop(HttpCoreConf(keepalive_timeout=1000), clock_offset=offset) as loop:
         s = idle(loop)
         assert not select.select([s], [], [], 0.6)[0]  # 0.6 s of the 1 s go by
         s.sendall(PLAIN)
@@ -304,7 +306,7 @@ def test_keepalive_timeout_counts_from_the_last_c_answer(wrap: bool) -> None:
 
 @pytest.mark.parametrize("case", CORPUS, ids=range(len(CORPUS)))
 def test_malformed_requests_on_idle_connections_get_400(case: bytes) -> None:
-    with Loop(HttpConfig()) as loop:
+    with Loop(HttpCoreConf()) as loop:
         s = idle(loop)
         s.sendall(case)
         assert loop.response(s).startswith(b"HTTP/1.1 400 ")
@@ -334,7 +336,7 @@ def drain(s: socket.socket) -> bytes:
 
 
 def test_answers_the_socket_cannot_take_wait_for_the_write_event() -> None:
-    with Loop(HttpConfig(keepalive_requests=10**6)) as c:
+    with Loop(HttpCoreConf(keepalive_requests=10**6)) as c:
         tick = Event.standalone(c.cycle, lambda ev: c.cycle.timers.add_timer(ev, 5))
         c.cycle.timers.add_timer(tick, 5)  # no turn waits long for nothing
         s = idle(c)

@@ -112,18 +112,6 @@ def test_keys_wrap_around_2_64() -> None:
         assert fired == ["early", "late"]
 
 
-def test_no_timers_left_ignores_cancelable_ones(cy: Cycle) -> None:
-    a, b = events(cy, [], "a", "b")
-    assert cy.timers.no_timers_left()
-    a.raw.cancelable = 1
-    cy.timers.add_timer(a, 100)
-    assert cy.timers.no_timers_left()
-    cy.timers.add_timer(b, 100)
-    assert not cy.timers.no_timers_left()
-    cy.timers.del_timer(b)
-    assert cy.timers.no_timers_left()
-
-
 def test_a_handler_may_rearm_its_own_timer(cy: Cycle) -> None:
     count: list[int] = []
 

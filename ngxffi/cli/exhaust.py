@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from ngxffi.core.listening import EMFILE_POLICIES
+from ngxffi.event.listening import EMFILE_POLICIES
 
 END = b"\r\n\r\n"
 REQUEST = b"GET / HTTP/1.1\r\nHost: lab" + END

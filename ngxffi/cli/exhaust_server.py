@@ -29,8 +29,8 @@ from ngxffi import (
 )
 from ngxffi import os as nos
 from ngxffi.cli.exhaust import END, RESPONSE
-from ngxffi.core.listening import Listening, open_listening_sockets
 from ngxffi.event.accept import add_listening
+from ngxffi.event.listening import Listening, open_listening_sockets
 
 
 def _on_read(ev: Event) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import cffi
 
-from ngxffi import os, probe
+from ngxffi import os as nos
+from ngxffi import probe
 from ngxffi._ngx import lib
 from ngxffi._version import __version__
 
@@ -25,7 +26,7 @@ def add_parser(sub: Any) -> None:
 
 def collect() -> dict[str, Any]:
     """Everything the report shows, as plain data."""
-    soft, hard = os.getrlimit(lib.RLIMIT_NOFILE)
+    soft, hard = nos.getrlimit(lib.RLIMIT_NOFILE)
     uname = platform.uname()
     return {
         "ngxffi": __version__,

@@ -1,1 +1,2 @@
-"""The core: the cycle and its connection pool, logging, time (≈ nginx's src/core)."""
+"""The core (≈ nginx's src/core): the clock, logging, reading the configuration, C-field
+properties. It imports nothing from the layers above."""

@@ -23,6 +23,6 @@ def msec_diff(a: int, b: int) -> int:
 def monotonic_msec(offset: int = 0) -> int:
     """CLOCK_MONOTONIC in milliseconds, plus ``offset``, as an unsigned 64-bit value.
 
-    ``time.monotonic_ns`` reads the same clock as ``ngxffi.os.monotonic_ms`` through
-    the vDSO without a cffi call or a timespec allocation: this runs every turn."""
+    ``time.monotonic_ns`` reads CLOCK_MONOTONIC through the vDSO without a cffi call
+    or a timespec allocation: this runs every turn."""
     return (time.monotonic_ns() // 1_000_000 + offset) & MSEC_MASK

@@ -45,8 +45,8 @@ from ngxffi.event.event import (
 )
 
 if TYPE_CHECKING:
-    from ngxffi.core.cycle import Cycle
-    from ngxffi.core.listening import Listening
+    from ngxffi.event.cycle import Cycle
+    from ngxffi.event.listening import Listening
 
 ACCEPT4_FLAGS: int = lib.SOCK_NONBLOCK | lib.SOCK_CLOEXEC
 
@@ -286,8 +286,16 @@ def disable_accept_events(cycle: Cycle, all_: bool) -> int:
 
 def close_listening_sockets(cycle: Cycle) -> None:
     """Stop listening in this process. Imitates ngx_close_listening_sockets: a real
-    EPOLL_CTL_DEL first, because the socket may be shared with other processes and
-    closing this fd alone would leave the registration alive (the dup trap)."""
+    EPOLL_CTL_DEL first, then the close.
+
+    The dup trap: an epoll registration belongs to the open file description, not to
+    the fd number, and close() removes it only when the last fd of that description
+    closes. A listening socket inherited across fork (or dup'ed) is one description
+    with fds in several processes: closing ours alone would leave it in our epoll set,
+    and its connections would keep waking this worker, reported under a tag whose
+    slot is now free. Hence the DEL, and why CLOSE_EVENT's shortcut (skip the syscall,
+    let the close deregister) is only for sockets this process alone holds
+    (``examples/dup_trap.py`` shows it)."""
     for ls in cycle.listening:
         c = ls.connection
         if c is None:

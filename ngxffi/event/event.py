@@ -19,10 +19,11 @@ from ngxffi._ngx import ffi, lib
 from ngxffi.core.cfield import cfield
 from ngxffi.core.log import ALERT, INFO, log_error
 from ngxffi.event.posted import event_move_posted_next, event_process_posted
+from ngxffi.event.timer import TIMER_INFINITE
 
 if TYPE_CHECKING:
-    from ngxffi.core.connection import Connection
-    from ngxffi.core.cycle import Cycle
+    from ngxffi.event.connection import Connection
+    from ngxffi.event.cycle import Cycle
 
 # ngx_add_event's `event` argument: the epoll masks, as nginx defines them when built
 # with epoll; the poll module translates them to POLLIN/POLLOUT as nginx's does.
@@ -39,7 +40,6 @@ DISABLE_EVENT = 2
 
 # What an event module can do (ngx_event_flags).
 USE_LEVEL_EVENT = 0x0001
-USE_ONESHOT_EVENT = 0x0002
 USE_CLEAR_EVENT = 0x0004
 USE_GREEDY_EVENT = 0x0020
 USE_EPOLL_EVENT = 0x0040
@@ -49,7 +49,6 @@ USE_FD_EVENT = 0x0400
 UPDATE_TIME = 1
 POST_EVENTS = 2
 
-TIMER_INFINITE = -1  # NGX_TIMER_INFINITE, which epoll_wait and poll read as "forever"
 TIMER_MAX = 0x7FFFFFFF  # the longest wait epoll_wait and poll take (an int of ms)
 OK = 0
 ERROR = -1
@@ -73,7 +72,7 @@ class Event:
     the two tables the dispatch loop indexes.
     """
 
-    __slots__ = ("_handler", "code", "cycle", "data", "posted_in", "raw", "timer_seq")
+    __slots__ = ("_handler", "code", "cycle", "data", "posted_in", "raw", "timer_entry")
 
     def __init__(
         self,
@@ -88,7 +87,7 @@ class Event:
         self.code = code
         self.data = data
         self.posted_in: Any = None  # the PostedQueue holding it, while posted
-        self.timer_seq = -1  # identifies its live entry in the timer heap
+        self.timer_entry = -1  # identifies its live entry in the timer heap
         if code >= 0:
             cycle.events_by_code[code] = self
         self.handler = handler

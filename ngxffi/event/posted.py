@@ -12,7 +12,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ngxffi.core.cycle import Cycle
+    from ngxffi.event.cycle import Cycle
     from ngxffi.event.event import Event
 
 

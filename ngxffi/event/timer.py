@@ -3,7 +3,7 @@
 nginx keeps timers in a red-black tree keyed by ``ngx_current_msec + timer``. Here they
 are a binary heap, which gives the same order (earliest key first, equal keys in the
 order they were added) with the stdlib's C ``heapq``. Deleting a timer only forgets its
-entry (``ev.timer_seq``); forgotten entries are skipped when they reach the top, and
+entry (``ev.timer_entry``); forgotten entries are skipped when they reach the top, and
 the heap is rebuilt when they outnumber the live ones, so memory stays bounded however
 often keep-alive connections re-arm their timers.
 
@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING
 from ngxffi.core.times import MSEC_MASK, msec_diff
 
 if TYPE_CHECKING:
-    from ngxffi.core.cycle import Cycle
+    from ngxffi.event.cycle import Cycle
     from ngxffi.event.event import Event
 
 TIMER_LAZY_DELAY = 300  # NGX_TIMER_LAZY_DELAY, ms
-TIMER_INFINITE = -1
+TIMER_INFINITE = -1  # NGX_TIMER_INFINITE: epoll_wait and poll read it as "forever"
 
 
 # The fields of a heap entry, from the most significant.
@@ -60,7 +60,7 @@ class EventTimers:
         lazy delay: re-arming within 300 ms of the current key keeps the old key."""
         key = (self.cycle.current_msec + timer) & MSEC_MASK
         dist = msec_diff(key, self.base) + DIST_BIAS
-        entry = ev.timer_seq
+        entry = ev.timer_entry
         if entry >= 0:
             if abs(dist - (entry >> DIST_SHIFT)) < TIMER_LAZY_DELAY:
                 return
@@ -71,7 +71,7 @@ class EventTimers:
             ident = next(self._other_ids) & ID_MASK | OTHERS
             self.others[ident] = ev
         entry = (dist << DIST_SHIFT) | (next(self._seq) << SEQ_SHIFT) | ident
-        ev.timer_seq = entry
+        ev.timer_entry = entry
         heapq.heappush(self.heap, entry)
         raw = ev.raw
         raw.timer_key = key
@@ -80,7 +80,7 @@ class EventTimers:
 
     def del_timer(self, ev: Event) -> None:
         """Cancel ``ev``'s timer. Imitates ngx_event_del_timer."""
-        entry = ev.timer_seq
+        entry = ev.timer_entry
         if entry < 0:
             return
         self._disarm(ev, entry)
@@ -88,7 +88,7 @@ class EventTimers:
             self._compact()
 
     def _disarm(self, ev: Event, entry: int) -> None:
-        ev.timer_seq = -1
+        ev.timer_entry = -1
         ev.raw.timer_set = 0
         self.live -= 1
         if entry & OTHERS:
@@ -101,7 +101,7 @@ class EventTimers:
             ev = self.others.get(ident)
         else:
             ev = self.cycle.events_by_code[ident]
-        return ev if ev is not None and ev.timer_seq == entry else None
+        return ev if ev is not None and ev.timer_entry == entry else None
 
     def _compact(self) -> None:
         self.heap = [entry for entry in self.heap if self._event(entry) is not None]
@@ -134,9 +134,3 @@ class EventTimers:
             self._disarm(ev, heapq.heappop(self.heap))
             ev.raw.timedout = 1
             ev.handler(ev)
-
-    def no_timers_left(self) -> bool:
-        """True when every remaining timer is cancelable (graceful shutdown may end).
-        Imitates ngx_event_no_timers_left."""
-        events = (self._event(entry) for entry in self.heap)
-        return all(ev.raw.cancelable for ev in events if ev is not None)

@@ -15,16 +15,35 @@ from __future__ import annotations
 import mimetypes
 import os
 import stat
+from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import quote, unquote_to_bytes
 
 import httptools
 
-from ngxffi.http.request import Request, Response
+from ngxffi.core.conf import Command, string
+from ngxffi.http.message import Request, Response
 
 DEFAULT_TYPE = "application/octet-stream"
 INDEX = "index.html"
+
+
+def directory(value: object) -> str:
+    """An existing directory."""
+    if not Path(string(value)).is_dir():
+        raise ValueError(f'"{value}" is not a directory')
+    return str(value)
+
+
+@dataclass
+class StaticConf:
+    """The static module's directive: ``root`` (None: the bundled page)."""
+
+    root: str | None = None
+
+    commands: ClassVar[tuple[Command, ...]] = (Command("root", directory),)
 
 
 class Static:

@@ -3,8 +3,22 @@ format, trailing spaces included."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ngxffi.core.conf import Command, string
 from ngxffi.event.stats import Stats
-from ngxffi.http.request import Request, Response
+from ngxffi.http.message import Request, Response
+
+
+@dataclass
+class StatusConf:
+    """Where the status page is (nginx puts ``stub_status`` in a location; ngxffi
+    has one directive for it)."""
+
+    status_path: str = "/status"
+
+    commands: ClassVar[tuple[Command, ...]] = (Command("status_path", string),)
 
 
 def stub_status(stats: Stats, request: Request) -> Response:

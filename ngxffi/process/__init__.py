@@ -1,1 +1,2 @@
-"""Processes: the master and its workers (≈ src/os/unix/ngx_process*.c)."""
+"""Processes (≈ src/os/unix/ngx_process*.c): one process or a master and its workers,
+shared memory and the accept mutex. Runs on the event core; knows nothing of HTTP."""

@@ -19,7 +19,7 @@ from ngxffi.event.accept import disable_accept_events, enable_accept_events
 from ngxffi.event.event import ERROR, OK
 
 if TYPE_CHECKING:
-    from ngxffi.core.cycle import Cycle
+    from ngxffi.event.cycle import Cycle
     from ngxffi.event.stats import Stats
 
 

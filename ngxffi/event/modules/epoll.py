@@ -6,8 +6,9 @@ A table of small actions over one epoll instance:
   already active, else ``EPOLL_CTL_ADD``; ``data.u64`` is the tagged pointer
   ``address(c) | ev.instance``. ``delete`` mirrors it (MOD down to the other mask, or
   DEL); with CLOSE_EVENT it only clears ``active``, because closing the fd removes the
-  registration — unless the file description is shared (see the dup trap in the
-  README), which is why listening sockets are deleted for real.
+  registration — unless the file description is shared (the dup trap, explained at
+  :func:`ngxffi.event.accept.close_listening_sockets`), which is why listening
+  sockets are deleted for real.
 * ``add_conn``: one ``EPOLL_CTL_ADD`` of ``EPOLLIN|EPOLLOUT|EPOLLET|EPOLLRDHUP``.
 * ``notify``: an eventfd registered edge-triggered with a static connection outside the
   pool, so another thread can wake the loop.
@@ -67,8 +68,8 @@ from ngxffi.event.posted import post_event
 from ngxffi.event.trace import VERDICTS, TraceRecord
 
 if TYPE_CHECKING:
-    from ngxffi.core.connection import Connection
-    from ngxffi.core.cycle import Cycle
+    from ngxffi.event.connection import Connection
+    from ngxffi.event.cycle import Cycle
 
 EPOLLIN_RDHUP: int = lib.EPOLLIN | lib.EPOLLRDHUP
 ACCEPT_QUEUE: int = lib.NGXFFI_ACCEPT_QUEUE
@@ -82,6 +83,7 @@ class EpollModule:
     """ngx_epoll_module for one cycle; ``events`` is the size of the event list."""
 
     name = "epoll"
+    flags = USE_CLEAR_EVENT | USE_GREEDY_EVENT | USE_EPOLL_EVENT
 
     def __init__(self, cycle: Cycle, events: int = 512) -> None:
         if events < 1:
@@ -119,8 +121,8 @@ class EpollModule:
         raw.verdicts = self.verdicts
         self.use_epoll_rdhup = probe.epoll_rdhup()
         self._notify_init(cycle)
-        cycle.event_flags = USE_CLEAR_EVENT | USE_GREEDY_EVENT | USE_EPOLL_EVENT
-        cycle.actions = EventActions(
+        cycle.event_flags = self.flags
+        self.actions = cycle.actions = EventActions(
             add=self.add,
             delete=self.delete,
             enable=self.add,
@@ -227,6 +229,11 @@ class EpollModule:
         else:
             op = lib.EPOLL_CTL_ADD
         if flags & EXCLUSIVE_EVENT:
+            # The kernel takes EPOLLEXCLUSIVE only with EPOLL_CTL_ADD and only beside
+            # EPOLLIN, EPOLLOUT, EPOLLET and EPOLLWAKEUP (EINVAL otherwise; a MOD of
+            # an exclusive registration is EINVAL too): so no EPOLLRDHUP, and moving
+            # a listener behind the others means a DEL and a new ADD
+            # (event.accept._reorder_accept_events).
             events &= ~lib.EPOLLRDHUP
         self._ctl(op, c, events | flags, ev.raw.instance)
         ev.raw.active = 1

@@ -30,7 +30,7 @@ from ngxffi.event.posted import post_event
 from ngxffi.event.trace import TraceRecord
 
 if TYPE_CHECKING:
-    from ngxffi.core.cycle import Cycle
+    from ngxffi.event.cycle import Cycle
 
 INVALID_INDEX: int = lib.NGXFFI_INVALID_INDEX
 POLL_ERRORS: int = lib.POLLERR | lib.POLLHUP | lib.POLLNVAL
@@ -43,6 +43,8 @@ class PollModule:
     per connection, as in nginx."""
 
     name = "poll"
+    flags = USE_LEVEL_EVENT | USE_FD_EVENT
+    use_epoll_rdhup = False  # level-triggered: a short read always drains
 
     def __init__(self, cycle: Cycle, events: int = 512) -> None:
         self.cycle = cycle
@@ -55,8 +57,8 @@ class PollModule:
         self.ready_list = ffi.new("int32_t[]", cycle.connection_n)
         soft, _ = nos.getrlimit(lib.RLIMIT_NOFILE)
         cycle.files = [None] * (FILES_MAX if soft < 0 else min(soft, FILES_MAX))
-        cycle.event_flags = USE_LEVEL_EVENT | USE_FD_EVENT
-        cycle.actions = EventActions(
+        cycle.event_flags = self.flags
+        self.actions = cycle.actions = EventActions(
             add=self.add,
             delete=self.delete,
             enable=self.add,

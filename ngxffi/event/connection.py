@@ -18,7 +18,7 @@ from ngxffi import sockaddr
 from ngxffi.core.cfield import cfield
 
 if TYPE_CHECKING:
-    from ngxffi.core.cycle import Cycle
+    from ngxffi.event.cycle import Cycle
     from ngxffi.event.event import Event
 
 

@@ -25,7 +25,7 @@ from ngxffi._ngx import lib
 from ngxffi.core.log import EMERG, NOTICE, log_error
 
 if TYPE_CHECKING:
-    from ngxffi.core.connection import Connection
+    from ngxffi.event.connection import Connection
 
 STREAM_FLAGS: int = lib.SOCK_STREAM | lib.SOCK_NONBLOCK | lib.SOCK_CLOEXEC
 EMFILE_POLICIES = ("backoff", "reserve-fd", "both")

@@ -17,10 +17,9 @@ from types import TracebackType
 from typing import Any
 
 from ngxffi._ngx import ffi, lib
-from ngxffi.core.connection import Connection
-from ngxffi.core.listening import Listening
 from ngxffi.core.log import ALERT, CRIT, ERR, INFO, WARN, log_error
 from ngxffi.core.times import MSEC_MASK, monotonic_msec
+from ngxffi.event.connection import Connection
 from ngxffi.event.event import (
     CLOSE_EVENT,
     READ_EVENT,
@@ -30,13 +29,15 @@ from ngxffi.event.event import (
     EventActions,
     no_handler,
 )
+from ngxffi.event.listening import Listening
+from ngxffi.event.modules import MODULES, EventModule
 from ngxffi.event.posted import PostedQueue, delete_posted_event
 from ngxffi.event.stats import Stats
 from ngxffi.event.timer import EventTimers
 from ngxffi.event.trace import Trace, log_trace
 
 # c->log_error values (ngx_connection_log_error_e) that ngx_close_connection reads.
-ERROR_ALERT, ERROR_ERR, ERROR_INFO = 0, 1, 2
+ERROR_ERR, ERROR_INFO = 1, 2
 
 
 class Cycle:
@@ -63,8 +64,6 @@ class Cycle:
         clock_offset: int = 0,
         stats: Stats | None = None,
     ) -> None:
-        from ngxffi.event.modules import MODULES  # the modules import this one
-
         if connection_n < 1:
             raise ValueError(f"connection_n must be at least 1, not {connection_n}")
         if use not in MODULES:
@@ -105,7 +104,7 @@ class Cycle:
         self.closed = False
 
         self.actions: EventActions
-        self.module = MODULES[use](self, events)
+        self.module: EventModule = MODULES[use](self, events)
         self.module.init(self)  # installs self.actions and self.event_flags
         if timer_resolution:
             try:
@@ -182,7 +181,7 @@ class Cycle:
         (nginx would corrupt its rbtree and queues there)."""
         c.reset()
         for ev in (c.read, c.write):
-            if ev.timer_seq >= 0:
+            if ev.timer_entry >= 0:
                 self.timers.del_timer(ev)
             if ev.posted_in is not None:
                 delete_posted_event(ev)

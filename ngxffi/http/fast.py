@@ -1,0 +1,69 @@
+"""The glue to the C read handler ``ngxffi_http_fast_read`` (build_ffi.py): beyond
+nginx, ngx_http_keepalive_handler of src/http/ngx_http_request.c with a ``return``
+answer, in C, for plain requests.
+
+When the handler answers everything with one fixed response (``return``), an idle
+connection's read event also carries the C handler, which answers plain GETs inside
+the epoll batch and stashes anything else on the connection for Python: input it read,
+or answers the socket did not take at once (:func:`take_stash`). It runs only while
+the connection is idle: armed when it goes idle, disarmed as soon as Python has a
+request or an answer under way on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ngxffi._ngx import ffi, lib
+from ngxffi.http.core import HttpCoreConf
+from ngxffi.http.message import Response, build_fixed_head
+
+READ_SIZE = 16384  # what one read asks for, in C as in Python (connection.py)
+FAST_OUTPUT = 1 << 17  # the C handler's answers to one read; more go to Python
+FAST_HANDLER = ffi.cast(
+    "ngxffi_c_handler_pt", ffi.addressof(lib, "ngxffi_http_fast_read")
+)
+
+
+def configure(
+    fixed: Response | None, fixed_except: str, conf: HttpCoreConf, requests: Any
+) -> tuple[Any, tuple[object, ...]] | None:
+    """The C handler's configuration (an ``ngxffi_http_fast_t``) when every request
+    but ``fixed_except`` is answered with ``fixed``, with what it points into (to be
+    kept alive as long as it is); None when ``fixed`` is not for C to send.
+    ``requests`` is stub_status's shared counter."""
+    if fixed is None or fixed.file >= 0 or fixed.status in (204, 304):
+        return None
+    fast = ffi.new("ngxffi_http_fast_t *")
+    head = build_fixed_head(fixed, conf.server_tokens)
+    skip = fixed_except.encode("latin-1")
+    buf = ffi.new("char[]", READ_SIZE)
+    out = ffi.new("char[]", FAST_OUTPUT)
+    fast.head, fast.head_len = ffi.from_buffer(head), len(head)
+    fast.body, fast.body_len = ffi.from_buffer(fixed.body), len(fixed.body)
+    fast.skip_path, fast.skip_path_len = ffi.from_buffer(skip), len(skip)
+    fast.keepalive_requests = conf.keepalive_requests
+    fast.requests = requests
+    fast.buf, fast.size, fast.out, fast.out_size = buf, READ_SIZE, out, FAST_OUTPUT
+    fast.enabled = 1
+    return fast, (head, fixed.body, skip, buf, out)
+
+
+def arm(rev: Any, fast: Any) -> None:
+    """Put the C handler, configured by ``fast``, on a read event (its C struct)."""
+    rev.c_handler = FAST_HANDLER
+    rev.c_ctx = fast
+
+
+def disarm(rev: Any) -> None:
+    """Take the C handler off a read event (its C struct): Python's turn."""
+    rev.c_handler = ffi.NULL
+
+
+def take_stash(raw: Any) -> tuple[bytes, bool]:
+    """What the C handler left on a connection (its C struct), freed there: the bytes,
+    and True when they are answers still to send, False when input to parse."""
+    data: bytes = ffi.buffer(raw.stash, raw.stash_len)[:]
+    output = bool(raw.stash_out)
+    lib.ngxffi_stash_free(raw)
+    return data, output

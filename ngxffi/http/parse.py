@@ -1,0 +1,152 @@
+"""Reading a request: llhttp (through httptools) and nginx's limits on what a client
+may send (≈ src/http/ngx_http_parse.c and the header-reading half of
+ngx_http_request.c: ngx_http_process_request_line, _request_headers, _host).
+
+Limits and statuses are nginx's: a request line longer than a large header buffer
+(8k) is 414; a header line longer than that, or headers beyond 4 x 8k, 400 "Request
+Header Or Cookie Too Large"; a body over ``client_max_body_size`` 413; anything llhttp
+refuses, a duplicate Host or an HTTP/1.1 request without one, 400. Every error
+response closes the connection.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import httptools
+
+from ngxffi.http.core import HttpCoreConf
+from ngxffi.http.message import HEADER_TOO_LARGE, REASONS, Request
+
+METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE")}
+
+
+class Limits(NamedTuple):
+    """What a client may send, in bytes, from ``large_client_header_buffers`` (number,
+    size) and ``client_max_body_size``."""
+
+    line: int  # a request or header line: one large buffer
+    headers: int  # all header lines: number x size
+    unparsed: int  # what llhttp may buffer before the header ends: one buffer more
+    body: int
+
+    @classmethod
+    def of(cls, conf: HttpCoreConf) -> Limits:
+        number, size = conf.large_client_header_buffers
+        return cls(size, number * size, (number + 1) * size, conf.client_max_body_size)
+
+
+class StopReading(Exception):
+    """Raised by a parser callback: no more requests on a connection that closes."""
+
+
+class Rejected(Exception):
+    """Raised by a parser callback to stop parsing; the status is in ``error``."""
+
+
+# What feed_data raises for a request that cannot be answered (a callback's exception
+# arrives wrapped in HttpParserCallbackError).
+PARSE_ERRORS = (httptools.HttpParserError, ValueError, Rejected, StopReading)
+
+
+class Answerer(Protocol):
+    """Whom a parser gives its complete requests: its HTTP connection
+    (connection.HttpConnection)."""
+
+    close_after: bool  # the last request was answered: read no more
+
+    def answer(self, request: Request) -> None: ...
+
+
+class HttpRequest:
+    """The parse of one connection's current request: the llhttp parser and what it
+    has seen so far (≈ ngx_http_request_t). Held only while a request is being read;
+    an idle keep-alive connection gives it back to the server, as nginx frees its
+    request when a connection goes idle. httptools calls the ``on_*`` methods during
+    ``feed_data``."""
+
+    __slots__ = (
+        "begun",
+        "body_bytes",
+        "body_max",
+        "error",
+        "hc",
+        "header_bytes",
+        "headers",
+        "headers_max",
+        "line_max",
+        "parser",
+        "request",
+        "unparsed",
+        "unparsed_max",
+        "url",
+    )
+
+    def __init__(self, limits: Limits) -> None:
+        self.line_max, self.headers_max, self.unparsed_max, self.body_max = limits
+        self.hc: Answerer | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.error: tuple[int, str] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.begun = False
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.header_bytes = 0
+        self.body_bytes = 0
+        self.request: Request | None = None
+        self.unparsed = 0  # bytes fed since the request began, until its header ends
+
+    def reject(self, status: int, title: str) -> Rejected:
+        self.error = (status, title)
+        return Rejected(status, title)
+
+    def on_message_begin(self) -> None:
+        if self.hc is not None and self.hc.close_after:
+            # after a last request nothing more is read (nginx's lingering close)
+            raise StopReading
+        self.begun = True
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.line_max:
+            raise self.reject(414, REASONS[414])
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value) + 4
+        self.header_bytes += size
+        if size > self.line_max or self.header_bytes > self.headers_max:
+            raise self.reject(400, HEADER_TOO_LARGE)
+        key = name.decode("latin-1").lower()
+        if key == "host" and key in self.headers:
+            raise self.reject(400, REASONS[400])  # client sent duplicate host header
+        self.headers[key] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        version = parser.get_http_version()
+        if version == "1.1" and "host" not in self.headers:
+            raise self.reject(400, REASONS[400])  # HTTP/1.1 request without "Host"
+        length = self.headers.get("content-length")
+        if length is not None and int(length) > self.body_max:
+            raise self.reject(413, REASONS[413])
+        method = parser.get_method()
+        self.request = Request(
+            METHODS.get(method) or method.decode("latin-1"),
+            self.url.decode("latin-1"),
+            version,
+            self.headers,
+            parser.should_keep_alive(),
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)  # discarded, as nginx does for handlers that
+        if self.body_bytes > self.body_max:  # ignore it
+            raise self.reject(413, REASONS[413])
+
+    def on_message_complete(self) -> None:
+        request, hc = self.request, self.hc
+        assert request is not None and hc is not None
+        self._reset()
+        hc.answer(request)

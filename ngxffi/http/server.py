@@ -1,0 +1,120 @@
+"""The HTTP server of one event loop: the handler, the configuration, an HTTP
+connection for each pool slot, the parsers, the counters, the access log, and the
+listening socket's handler (≈ ngx_http_init_connection of
+src/http/ngx_http_request.c, with ngx_http_log_module's ``combined`` line).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TextIO
+
+from ngxffi.event.connection import Connection
+from ngxffi.event.cycle import Cycle
+from ngxffi.event.event import USE_GREEDY_EVENT, handle_read_event
+from ngxffi.http.connection import HttpConnection, on_read, on_write
+from ngxffi.http.core import HttpCoreConf
+from ngxffi.http.fast import configure
+from ngxffi.http.message import FileBody, Handler, Request, Response
+from ngxffi.http.parse import HttpRequest, Limits
+
+
+class HttpServer:
+    """The server side of ``ngxffi serve``: configuration, handler and counters.
+
+    ``short_read_drains`` is nginx's rule (ngx_unix_recv) for when a read shorter than
+    asked for means the socket is empty, so that no second recv is needed to see
+    EAGAIN: always with level-triggered methods, and with epoll when the kernel reports
+    EPOLLRDHUP (a FIN arriving later is an edge of its own). Without EPOLLRDHUP an
+    edge-triggered read goes on until EAGAIN.
+    """
+
+    def __init__(
+        self,
+        cycle: Cycle,
+        handler: Handler,
+        conf: HttpCoreConf | None = None,
+        access_log: TextIO | None = None,
+        fixed: Response | None = None,
+        fixed_except: str = "",
+    ) -> None:
+        self.cycle = cycle
+        self.handler = handler
+        self.conf = conf = conf or HttpCoreConf()
+        self.limits = Limits.of(conf)
+        self.access_log = access_log
+        fast = (
+            configure(fixed, fixed_except, conf, cycle.stats.field("requests"))
+            if access_log is None
+            else None
+        )
+        self.fast: Any = fast[0] if fast else None  # the C handler's configuration
+        self._fast_keep = fast  # with what it points into
+        self._shutting_down = False
+        self.short_read_drains = (
+            not cycle.event_flags & USE_GREEDY_EVENT or cycle.module.use_epoll_rdhup
+        )
+        # Parsers at a message boundary, ready for the next request on any
+        # connection: an idle keep-alive connection holds none (nginx frees its
+        # request and buffers in ngx_http_set_keepalive).
+        self.free_requests: list[HttpRequest] = []
+        # What one read's requests answered, sent in one write (one thread: shared).
+        self.pending: list[bytes | FileBody] = []
+        self.current: HttpConnection | None = None  # whose request is being answered
+        # One per pool slot, made now, as the pool itself is: a connection, idle or
+        # not, allocates nothing of its own but its timer.
+        self.http_connections = [HttpConnection(self, c) for c in cycle.connections]
+        self.count_requests = cycle.stats.adder("requests")
+        self.uncounted = 0  # requests answered since the counter was last updated
+
+    @property
+    def shutting_down(self) -> bool:
+        """Set by a graceful shutdown: every answer closes its connection (so the
+        C handler stands aside)."""
+        return self._shutting_down
+
+    @shutting_down.setter
+    def shutting_down(self, value: bool) -> None:
+        self._shutting_down = value
+        if self.fast is not None:
+            self.fast.enabled = int(not value)
+
+    def commit_stats(self) -> None:
+        """Make the shared counters exact now, the current request included
+        (connections update them once per handler call; stub_status calls this)."""
+        current = self.current
+        if current is not None and not current.closed:
+            current.commit()
+        else:
+            self.count_answered()
+
+    def count_answered(self) -> None:
+        """Add the requests answered since the last call to the shared counter."""
+        if self.uncounted:
+            self.count_requests(self.uncounted)
+            self.uncounted = 0
+
+    def log_access(self, c: Connection, request: Request, response: Response) -> None:
+        """One line in nginx's ``combined`` format."""
+        assert self.access_log is not None
+        head = request.method == "HEAD" or response.status == 304
+        sent = 0 if head else response.content_length
+        when = time.strftime("%d/%b/%Y:%H:%M:%S %z")
+        headers = request.headers
+        self.access_log.write(
+            f'{c.addr_text} - - [{when}] "{request.method} {request.uri} '
+            f'HTTP/{request.version}" {response.status} {sent} '
+            f'"{headers.get("referer", "-")}" "{headers.get("user-agent", "-")}"\n'
+        )
+
+    def init_connection(self, c: Connection) -> None:
+        """The listening socket's handler. Imitates ngx_http_init_connection: read
+        event edge-triggered, client_header_timeout armed, reading counted."""
+        c.data = self.http_connections[c.index].start()
+        c.read.handler = on_read
+        c.write.handler = on_write
+        self.cycle.stats.add("reading", 1)
+        self.cycle.timers.add_timer(c.read, self.conf.client_header_timeout)
+        handle_read_event(c.read)
+        if c.read.raw.ready:  # deferred accept: data is already there
+            on_read(c.read)

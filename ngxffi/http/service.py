@@ -1,0 +1,96 @@
+"""``ngxffi serve``'s HTTP service: what one worker runs, made from the configuration
+(≈ what ngx_http_block and the http modules' init_process set up: the content
+handler chosen by the directives, the access log).
+
+Every request goes to stub_status when its path is ``status_path``, else to the
+content handler: ``return``'s fixed answer if there is one (which the C read handler
+can send too), or the static files under ``root`` (default: a small bundled page).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TextIO
+
+from ngxffi.core.conf import Conf
+from ngxffi.event.connection import Connection
+from ngxffi.event.cycle import Cycle
+from ngxffi.event.listening import Listening
+from ngxffi.http.core import HttpCoreConf
+from ngxffi.http.message import Request, Response
+from ngxffi.http.server import HttpServer
+from ngxffi.http.static import Static, StaticConf
+from ngxffi.http.status import StatusConf, stub_status
+from ngxffi.process.worker import Configuration
+
+BUNDLED = Path(__file__).resolve().parent / "html"
+
+
+def configuration(conf: Conf) -> Configuration:
+    """What the process layer needs to serve ``conf``."""
+    listen = conf[HttpCoreConf].listen
+    listening = Listening(
+        listen.sockaddr,
+        _no_handler,  # each worker installs its service's
+        backlog=listen.backlog,
+        reuseport=listen.reuseport,
+        deferred_accept=listen.deferred,
+        emfile_policy=listen.emfile_policy,
+    )
+    return Configuration(conf, listening, lambda cycle: HttpService(conf, cycle))
+
+
+def _no_handler(c: Connection) -> None:
+    raise RuntimeError("the listening socket's handler is set in the worker")
+
+
+class HttpService:
+    """The HTTP server of one worker, as a :class:`ngxffi.process.worker.Service`."""
+
+    def __init__(self, conf: Conf, cycle: Cycle) -> None:
+        core = self.core = conf[HttpCoreConf]
+        self.status_path = conf[StatusConf].status_path
+        fixed = None if core.return_ is None else Response(*_encoded(core.return_))
+        self.fixed = fixed
+        self.static = None if fixed else Static(conf[StaticConf].root or BUNDLED)
+        self.server = HttpServer(
+            cycle,
+            self.handle,
+            core,
+            self._open_access_log(),
+            fixed=fixed,  # what the handler answers, for C to send
+            fixed_except=self.status_path,
+        )
+
+    def handle(self, request: Request) -> Response:
+        if request.uri.split("?", 1)[0] == self.status_path:
+            self.server.commit_stats()
+            return stub_status(self.server.cycle.stats, request)
+        if self.fixed is not None:
+            return self.fixed
+        assert self.static is not None
+        return self.static(request)
+
+    def init_connection(self, c: Connection) -> None:
+        self.server.init_connection(c)
+
+    def shutdown(self) -> None:
+        self.server.shutting_down = True
+
+    def reopen(self) -> None:
+        """SIGUSR1, as nginx's ngx_reopen_files: after a rotation, a new file."""
+        self.close()
+        self.server.access_log = self._open_access_log()
+
+    def close(self) -> None:
+        if self.server.access_log is not None:
+            self.server.access_log.close()
+
+    def _open_access_log(self) -> TextIO | None:
+        """Line-buffered: each request is on disk at once."""
+        path = self.core.access_log
+        return open(path, "a", buffering=1) if path else None
+
+
+def _encoded(ret: tuple[int, str]) -> tuple[int, bytes]:
+    return ret[0], ret[1].encode()

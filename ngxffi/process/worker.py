@@ -1,0 +1,186 @@
+"""The worker process (≈ ngx_worker_process_init and ngx_worker_process_cycle in
+src/os/unix/ngx_process_cycle.c).
+
+A worker builds its cycle from the event directives, starts the service it runs (the
+HTTP server, for ``ngxffi serve``) on its listening socket, and turns the event loop
+until a signal stops it: SIGTERM or SIGINT at once, SIGQUIT gracefully; SIGUSR1
+reopens the log files. The process layer knows nothing of HTTP: the service is
+anything with the four methods of :class:`Service`.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ngxffi.core import log
+from ngxffi.core.conf import Conf
+from ngxffi.event.accept import add_listening, close_listening_sockets
+from ngxffi.event.conf import EventConf
+from ngxffi.event.connection import Connection
+from ngxffi.event.cycle import Cycle
+from ngxffi.event.event import (
+    EXCLUSIVE_EVENT,
+    LEVEL_EVENT,
+    Event,
+    process_events_and_timers,
+)
+from ngxffi.event.listening import Listening
+from ngxffi.event.stats import Stats
+from ngxffi.process.conf import CoreConf
+from ngxffi.process.shmtx import AcceptMutex
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+REOPEN_SIGNALS = (signal.SIGUSR1,)
+
+
+class Service(Protocol):
+    """What a worker serves, made in the worker once its cycle exists (≈ the
+    modules' ``init_process``)."""
+
+    def init_connection(self, c: Connection) -> None:
+        """The listening socket's handler: take an accepted connection."""
+
+    def shutdown(self) -> None:
+        """A graceful shutdown began: answers from now on close their connection."""
+
+    def reopen(self) -> None:
+        """SIGUSR1: reopen the service's log files (ngx_reopen_files)."""
+
+    def close(self) -> None:
+        """The worker is done: release the service's files."""
+
+
+@dataclass
+class Configuration:
+    """What the process layer needs of one configuration: the directives (it reads
+    the process and event ones), the listening socket to open (not open yet; its
+    handler is set in each worker) and how a worker makes its service."""
+
+    conf: Conf
+    listening: Listening
+    service: Callable[[Cycle], Service]
+
+
+class WorkerSignals:
+    """What a worker's signal handlers noted (≈ ngx_terminate, ngx_quit, ngx_reopen).
+
+    nginx's handlers only set a flag that the loop reads after epoll_wait returns; a
+    signal that comes just before the wait leaves it asleep until some event. Python
+    runs its handlers between bytecodes, which widens that window to the whole Python
+    part of a turn, so the handler also notifies the event module (ngx_notify's
+    eventfd): the next epoll_wait returns at once."""
+
+    def __init__(self, cycle: Cycle) -> None:
+        self.notify = cycle.actions.notify
+        self.stop = 0  # the signal that ends the loop, 0 until one comes
+        self.reopen = False
+
+    def install(
+        self,
+        stop: tuple[int, ...] = STOP_SIGNALS,
+        reopen: tuple[int, ...] = REOPEN_SIGNALS,
+    ) -> None:
+        for signum in stop:
+            signal.signal(signum, self._stop)
+        for signum in reopen:
+            signal.signal(signum, self._reopen)
+
+    def _stop(self, signum: int, frame: object) -> None:
+        self.stop = signum
+        self._wake()
+
+    def _reopen(self, signum: int, frame: object) -> None:
+        self.reopen = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.notify is not None:
+            self.notify(_woken)
+
+
+def _woken(ev: Event) -> None:
+    """The wake-up itself is all a signal's notification is for."""
+
+
+class Worker:
+    """One event loop serving ``listening``: the whole server in one process, or a
+    worker under a master. ``accept`` is how listeners shared with other workers are
+    registered: ``"level"`` (not shared), ``"exclusive"`` (EPOLLEXCLUSIVE) or
+    ``"mutex"`` (the accept mutex's holder registers them)."""
+
+    def __init__(
+        self,
+        configuration: Configuration,
+        listening: Listening,
+        stats: Stats,
+        accept: str = "level",
+    ) -> None:
+        self.configuration = configuration
+        self.listening = listening
+        self.stats = stats
+        self.accept = accept
+
+    def run(self) -> int:
+        """Imitates ngx_worker_process_cycle."""
+        conf = self.configuration.conf
+        events = conf[EventConf]
+        with Cycle(events.worker_connections, use=events.use, stats=self.stats) as cy:
+            cy.multi_accept = events.multi_accept
+            cy.accept_mutex_delay = events.accept_mutex_delay
+            service = self.configuration.service(cy)
+            try:
+                self._listen(cy, service)
+                signals = WorkerSignals(cy)
+                signals.install()
+                signal.pthread_sigmask(signal.SIG_SETMASK, set())  # blocked at fork
+                while not signals.stop:
+                    process_events_and_timers(cy)
+                    if signals.reopen:
+                        signals.reopen = False
+                        log.configure(*conf[CoreConf].error_log)
+                        service.reopen()
+                if signals.stop == signal.SIGQUIT:
+                    timeout = conf[CoreConf].worker_shutdown_timeout
+                    graceful_shutdown(cy, service, timeout)
+            finally:
+                service.close()
+        return 0
+
+    def _listen(self, cy: Cycle, service: Service) -> None:
+        ls = self.listening
+        ls.handler = service.init_connection
+        if self.accept == "mutex":  # the holder registers the listener
+            cy.accept_mutex = AcceptMutex(self.stats)
+            add_listening(cy, [ls], register=False)
+        else:
+            flags = EXCLUSIVE_EVENT if self.accept == "exclusive" else LEVEL_EVENT
+            add_listening(cy, [ls], flags)
+
+
+def graceful_shutdown(cy: Cycle, service: Service, timeout: int = 0) -> None:
+    """SIGQUIT, as nginx handles it in a worker (ngx_worker_process_cycle's
+    ngx_exiting): stop accepting, close the idle keep-alive connections, let the
+    others finish (their answers close them), then return; after ``timeout`` ms
+    (worker_shutdown_timeout, 0: none) close whatever is left, as
+    ngx_shutdown_timer_handler does."""
+    service.shutdown()
+    close_listening_sockets(cy)
+    cy.close_idle_connections()
+    if timeout:
+        cy.timers.add_timer(Event.standalone(cy, shutdown_timer_handler), timeout)
+    # this process's own connections (the counters may be shared with other workers)
+    while cy.free_connection_n < cy.connection_n:
+        process_events_and_timers(cy)
+
+
+def shutdown_timer_handler(ev: Event) -> None:
+    """worker_shutdown_timeout ran out: every connection closes now. Imitates
+    ngx_shutdown_timer_handler."""
+    for c in ev.cycle.connections:
+        if c.raw.fd != -1:
+            c.raw.close = 1
+            c.raw.error = 1
+            c.read.handler(c.read)
