@@ -6,10 +6,11 @@ into ``OSError``. The exception is the errno subclass (``BlockingIOError``,
 ``FileNotFoundError``, ``PermissionError``, …) and its message names the call, e.g.
 ``[Errno 17] epoll_ctl(EPOLL_CTL_ADD): File exists``.
 
-EINTR follows PEP 475: the wrapper lets Python run the pending signal handlers (an
-exception raised by one propagates), then retries; a call with a timeout is retried
-with the time that remains. ``close`` is the exception: on Linux the descriptor is gone
-even when close reports EINTR, so retrying could close somebody else's new fd.
+EINTR follows PEP 475, in one place (``_retry``, and ``_retry_wait`` for the waits): the
+wrapper lets Python run the pending signal handlers (an exception raised by one
+propagates), then retries; a call with a timeout is retried with the time that remains.
+``close`` is the exception: on Linux the descriptor is gone even when close reports
+EINTR, so retrying could close somebody else's new fd.
 
 The raw ``ffi``/``lib`` stay public (``ngxffi.ffi``, ``ngxffi.lib``) for experiments;
 the event core calls ``lib`` directly on its hot paths and uses these for the rest.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 import os as _os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, Protocol, Union, overload
 
 from ngxffi import sockaddr
@@ -40,6 +41,7 @@ _EPOLL_OPS = {
     lib.EPOLL_CTL_DEL: "EPOLL_CTL_DEL",
 }
 _RLIM_INFINITY: int = lib.RLIM_INFINITY
+_EINTR: int = lib.EINTR
 
 
 def fileno(obj: FileLike) -> int:
@@ -62,28 +64,55 @@ def error(call: str, err: int | None = None) -> OSError:
     return OSError(err, f"{call}: {_os.strerror(err)}")
 
 
-def _retry_or_raise(call: str) -> None:
-    """Return if the failure was EINTR (the caller retries), raise otherwise.
+def _retry(call: str, fn: Callable[..., int], *args: Any) -> int:
+    """``fn(*args)``, made again after EINTR; its result, or the OSError of ``call``.
 
-    Being a Python function call, it gives the interpreter the chance to run pending
-    signal handlers before the caller loops: that is what makes a handler's exception
-    propagate out of a blocking wait, and what lets a handler's side effects (a flag)
-    be seen before the syscall is made again.
+    ``fn`` is a raw syscall: a result below zero is a failure with errno set, which is
+    read at once (a signal handler making cffi calls of its own would overwrite it).
+    Going round the loop again is where the interpreter runs the pending signal
+    handlers (a backward jump checks for them, as a function call does): that is what
+    makes a handler's exception propagate out of a blocking call, and what lets a
+    handler's side effects (a flag) be seen before the syscall is made again.
     """
-    err = ffi.errno
-    if err != lib.EINTR:
-        raise error(call, err)
+    while True:
+        r = fn(*args)
+        if r >= 0:
+            return r
+        err = ffi.errno
+        if err != _EINTR:
+            raise error(call, err)
 
 
-def _remaining_ms(deadline: float | None) -> int:
-    """Milliseconds left until ``deadline`` (monotonic s), rounded up; -1 for none."""
-    if deadline is None:
-        return -1
+def _retry_wait(
+    call: str,
+    fn: Callable[..., int],
+    fd: int,
+    events: Any,
+    maxevents: int,
+    timeout_ms: int,
+    *more: Any,
+) -> int:
+    """:func:`_retry` for a wait shaped like epoll_wait, ``fn(fd, events, maxevents,
+    timeout_ms, *more)``: after EINTR it waits for what remains of ``timeout_ms``
+    (rounded up), not for all of it again. ``ngxffi.selector`` uses it too."""
+    deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else 0.0
+    while True:
+        r = fn(fd, events, maxevents, timeout_ms, *more)
+        if r >= 0:
+            return r
+        err = ffi.errno
+        if err != _EINTR:
+            raise error(call, err)
+        if timeout_ms > 0:  # -1 (forever) and 0 (a poll) stay as they are
+            timeout_ms = _remaining_ms(deadline)
+
+
+def _remaining_ms(deadline: float) -> int:
+    """Milliseconds left until ``deadline`` (monotonic s), rounded up.
+
+    Called after EINTR: the pending signal handlers run as this call begins, so the
+    time they took is not waited for again."""
     return max(0, math.ceil((deadline - time.monotonic()) * 1000))
-
-
-def _deadline(timeout_ms: int) -> float | None:
-    return None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
 
 
 # --- epoll -------------------------------------------------------------------------
@@ -133,13 +162,7 @@ def epoll_wait(
     n = len(events) if maxevents is None else maxevents
     if not 0 < n <= len(events):
         raise ValueError(f"maxevents must be 1..{len(events)}, not {n}")
-    deadline = _deadline(timeout_ms)
-    while True:
-        r: int = lib.epoll_wait(epfd, events, n, timeout_ms)
-        if r >= 0:
-            return r
-        _retry_or_raise("epoll_wait")
-        timeout_ms = _remaining_ms(deadline)
+    return _retry_wait("epoll_wait", lib.epoll_wait, epfd, events, n, timeout_ms)
 
 
 def sigset(signals: Iterable[int]) -> Any:
@@ -166,13 +189,9 @@ def epoll_pwait(
     if not 0 < n <= len(events):
         raise ValueError(f"maxevents must be 1..{len(events)}, not {n}")
     mask = ffi.NULL if sigmask is None else sigset(sigmask)
-    deadline = _deadline(timeout_ms)
-    while True:
-        r: int = lib.epoll_pwait(epfd, events, n, timeout_ms, mask)
-        if r >= 0:
-            return r
-        _retry_or_raise("epoll_pwait")
-        timeout_ms = _remaining_ms(deadline)
+    return _retry_wait(
+        "epoll_pwait", lib.epoll_pwait, epfd, events, n, timeout_ms, mask
+    )
 
 
 # --- sockets -----------------------------------------------------------------------
@@ -218,8 +237,7 @@ def connect(fd: FileLike, address: sockaddr.Address, family: int | None = None) 
     (EINPROGRESS) and completes in the background, as ``socket.connect`` does."""
     fd = fileno(fd)
     sa, length = sockaddr.encode(_family(fd) if family is None else family, address)
-    while lib.connect(fd, sa, length) < 0:
-        _retry_or_raise("connect")
+    _retry("connect", lib.connect, fd, sa, length)
 
 
 def listen(fd: FileLike, backlog: int = 511) -> None:
@@ -232,14 +250,11 @@ def _accept(call: str, fd: FileLike, flags: int | None) -> tuple[int, sockaddr.A
     fd = fileno(fd)
     storage, length = sockaddr.new_storage()
     sa = ffi.cast("struct sockaddr *", storage)
-    while True:
-        if flags is None:
-            s = lib.accept(fd, sa, length)
-        else:
-            s = lib.accept4(fd, sa, length, flags)
-        if s >= 0:
-            return s, sockaddr.decode(sa, length[0])
-        _retry_or_raise(call)
+    if flags is None:
+        s = _retry(call, lib.accept, fd, sa, length)
+    else:
+        s = _retry(call, lib.accept4, fd, sa, length, flags)
+    return s, sockaddr.decode(sa, length[0])
 
 
 def accept4(
@@ -308,11 +323,7 @@ def recv(fd: FileLike, bufsize: int, flags: int = 0) -> bytes:
     """Receive up to ``bufsize`` bytes; ``b""`` means the peer closed."""
     fd = fileno(fd)
     buf = ffi.new("char[]", bufsize)
-    while True:
-        r = lib.recv(fd, buf, bufsize, flags)
-        if r >= 0:
-            return bytes(ffi.unpack(buf, r))
-        _retry_or_raise("recv")
+    return bytes(ffi.unpack(buf, _retry("recv", lib.recv, fd, buf, bufsize, flags)))
 
 
 def recv_into(fd: FileLike, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> int:
@@ -320,22 +331,14 @@ def recv_into(fd: FileLike, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> 
     fd = fileno(fd)
     buf = _pin(buffer, writable=True)
     n = len(buf) if nbytes == 0 else min(nbytes, len(buf))
-    while True:
-        r: int = lib.recv(fd, buf, n, flags)
-        if r >= 0:
-            return r
-        _retry_or_raise("recv")
+    return _retry("recv", lib.recv, fd, buf, n, flags)
 
 
 def send(fd: FileLike, data: Buffer, flags: int = 0) -> int:
     """Send from a bytes-like object without copying it; return the bytes sent."""
     fd = fileno(fd)
     buf = ffi.from_buffer(data)
-    while True:
-        r: int = lib.send(fd, buf, len(buf), flags)
-        if r >= 0:
-            return r
-        _retry_or_raise("send")
+    return _retry("send", lib.send, fd, buf, len(buf), flags)
 
 
 def shutdown(fd: FileLike, how: int) -> None:
@@ -351,22 +354,14 @@ def read(fd: FileLike, n: int) -> bytes:
     """Read up to ``n`` bytes; ``b""`` at end of file."""
     fd = fileno(fd)
     buf = ffi.new("char[]", n)
-    while True:
-        r = lib.read(fd, buf, n)
-        if r >= 0:
-            return bytes(ffi.unpack(buf, r))
-        _retry_or_raise("read")
+    return bytes(ffi.unpack(buf, _retry("read", lib.read, fd, buf, n)))
 
 
 def write(fd: FileLike, data: Buffer) -> int:
     """Write from a bytes-like object without copying it; return the bytes written."""
     fd = fileno(fd)
     buf = ffi.from_buffer(data)
-    while True:
-        r: int = lib.write(fd, buf, len(buf))
-        if r >= 0:
-            return r
-        _retry_or_raise("write")
+    return _retry("write", lib.write, fd, buf, len(buf))
 
 
 def _pin(buffer: Buffer, writable: bool) -> Any:
@@ -393,22 +388,14 @@ def readv(fd: FileLike, buffers: Sequence[Buffer]) -> int:
     """Scatter-read into writable buffers; return the total byte count."""
     fd = fileno(fd)
     iov, _pins = _iovec(buffers, writable=True)
-    while True:
-        r: int = lib.readv(fd, iov, len(buffers))
-        if r >= 0:
-            return r
-        _retry_or_raise("readv")
+    return _retry("readv", lib.readv, fd, iov, len(buffers))
 
 
 def writev(fd: FileLike, buffers: Sequence[Buffer]) -> int:
     """Gather-write from bytes-like objects in one syscall; return the bytes written."""
     fd = fileno(fd)
     iov, _pins = _iovec(buffers, writable=False)
-    while True:
-        r: int = lib.writev(fd, iov, len(buffers))
-        if r >= 0:
-            return r
-        _retry_or_raise("writev")
+    return _retry("writev", lib.writev, fd, iov, len(buffers))
 
 
 def sendfile(out_fd: FileLike, in_fd: FileLike, offset: int | None, count: int) -> int:
@@ -416,11 +403,7 @@ def sendfile(out_fd: FileLike, in_fd: FileLike, offset: int | None, count: int) 
     to ``out_fd`` in the kernel; return the bytes sent."""
     out, src = fileno(out_fd), fileno(in_fd)
     off = ffi.NULL if offset is None else ffi.new("off_t *", offset)
-    while True:
-        r: int = lib.sendfile(out, src, off, count)
-        if r >= 0:
-            return r
-        _retry_or_raise("sendfile")
+    return _retry("sendfile", lib.sendfile, out, src, off, count)
 
 
 def close(fd: FileLike) -> None:
@@ -526,8 +509,3 @@ def clock_gettime_ns(clock: int = lib.CLOCK_MONOTONIC) -> int:
     if lib.clock_gettime(clock, ts) < 0:
         raise error("clock_gettime")
     return int(ts.tv_sec) * 1_000_000_000 + int(ts.tv_nsec)
-
-
-def monotonic_ms() -> int:
-    """Milliseconds of CLOCK_MONOTONIC: the unit of nginx's ngx_current_msec."""
-    return clock_gettime_ns() // 1_000_000

@@ -173,6 +173,45 @@ def test_get_map_is_a_read_only_live_view(
         mapping[b] = key  # type: ignore[index]
 
 
+def test_map_get_and_in(sel: selectors.BaseSelector, pair: Pair) -> None:
+    a, b = pair
+    mapping = sel.get_map()
+    key = sel.register(a, R)
+    assert mapping.get(a) is key and mapping.get(a.fileno()) is key
+    assert mapping.get(b) is None and mapping.get(b, "none") == "none"
+    assert b.fileno() not in mapping
+    with pytest.raises(ValueError, match="Invalid file object"):
+        mapping.get("not a file")  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="Invalid file object"):
+        "not a file" in mapping  # type: ignore[comparison-overlap]  # noqa: B015
+
+
+def test_map_finds_an_object_closed_since_by_identity(
+    sel: selectors.BaseSelector,
+) -> None:
+    a, b = socket.socketpair()
+    key = sel.register(a, R)
+    a.close()
+    assert sel.get_map()[a] is key and sel.get_key(a) is key
+    other = socket.socket()
+    other.close()  # closed too, but never registered: its fd -1 is refused
+    with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+        sel.get_map()[other]
+    b.close()
+
+
+def test_modify_does_not_check_events(sel: selectors.BaseSelector, pair: Pair) -> None:
+    a, b = pair
+    sel.register(a, R)
+    key = sel.modify(a, R | 4)  # accepted as it is, as EpollSelector accepts it
+    assert key.events == R | 4
+    b.send(b"x")
+    assert sel.select(0) == [(key, R)]
+    with pytest.raises(TypeError):
+        sel.modify(a, "R")  # type: ignore[arg-type]
+    assert sel.get_key(a) is key  # refused before the kernel was asked: kept
+
+
 def test_close(pair: Pair) -> None:
     for cls in (selectors.EpollSelector, NgxSelector):
         s = cls()
@@ -188,6 +227,8 @@ def test_close(pair: Pair) -> None:
             s.select(0)
         with pytest.raises(ValueError):
             s.register(pair[1], R)
+        with pytest.raises(ValueError, match="closed epoll object"):
+            s.fileno()
         s.close()  # twice is fine
 
 
