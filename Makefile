@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench lint docs clean
 
 run: $(STAMP)test
 	$(VENV)/bin/ngxffi info
@@ -19,10 +19,16 @@ test: $(STAMP)test
 bench: $(STAMP)bench
 	$(PY) benchmarks/run.py
 
-lint: $(STAMP)lint
+# mypy reads the tests and benchmarks too: their dependencies come first
+lint: $(STAMP)test $(STAMP)bench $(STAMP)lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The documentation site (Sphinx: guides in Markdown, API reference from the
+# docstrings) in docs/_build/html; any warning fails the build.
+docs: $(STAMP)docs
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

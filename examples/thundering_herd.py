@@ -25,9 +25,9 @@ import time
 
 from ngxffi import Cycle, process_events_and_timers
 from ngxffi import os as nos
-from ngxffi.event.listening import Listening, open_listening_sockets
 from ngxffi.event import accept
 from ngxffi.event.event import EXCLUSIVE_EVENT, LEVEL_EVENT, Event
+from ngxffi.event.listening import Listening, open_listening_sockets
 from ngxffi.process.shm import SharedStats
 from ngxffi.process.shmtx import AcceptMutex
 

@@ -197,13 +197,13 @@ class Epoll:
             raise _closed()
         timeout_ms = _timeout_ms(timeout)
         n = _maxevents_arg(maxevents)
-        events = self._event_array(n)
+        events = self.event_array(n)
         count = nos.epoll_wait(self._epfd, events, timeout_ms, n)
         # data.u64 holds the fd (ngxffi.os.epoll_ctl puts it there); its low 32 bits
         # are data.fd as well, which is what select.epoll's own registrations set
         return [(ev.data.u64 & 0xFFFF_FFFF, ev.events) for ev in _unpack(events, count)]
 
-    def _event_array(self, n: int) -> Any:
+    def event_array(self, n: int) -> Any:
         """The owned ``struct epoll_event`` array, grown to hold at least ``n`` events
         (doubling, so a slowly rising demand reallocates rarely). It stays referenced
         here, alive while the kernel may write into it."""

@@ -6,7 +6,7 @@ into ``OSError``. The exception is the errno subclass (``BlockingIOError``,
 ``FileNotFoundError``, ``PermissionError``, …) and its message names the call, e.g.
 ``[Errno 17] epoll_ctl(EPOLL_CTL_ADD): File exists``.
 
-EINTR follows PEP 475, in one place (``_retry``, and ``_retry_wait`` for the waits): the
+EINTR follows PEP 475, in one place (``_retry``, and ``retry_wait`` for the waits): the
 wrapper lets Python run the pending signal handlers (an exception raised by one
 propagates), then retries; a call with a timeout is retried with the time that remains.
 ``close`` is the exception: on Linux the descriptor is gone even when close reports
@@ -83,7 +83,7 @@ def _retry(call: str, fn: Callable[..., int], *args: Any) -> int:
             raise error(call, err)
 
 
-def _retry_wait(
+def retry_wait(
     call: str,
     fn: Callable[..., int],
     fd: int,
@@ -95,16 +95,14 @@ def _retry_wait(
     """:func:`_retry` for a wait shaped like epoll_wait, ``fn(fd, events, maxevents,
     timeout_ms, *more)``: after EINTR it waits for what remains of ``timeout_ms``
     (rounded up), not for all of it again. ``ngxffi.selector`` uses it too."""
-    deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else 0.0
-    while True:
-        r = fn(fd, events, maxevents, timeout_ms, *more)
-        if r >= 0:
-            return r
-        err = ffi.errno
-        if err != _EINTR:
-            raise error(call, err)
-        if timeout_ms > 0:  # -1 (forever) and 0 (a poll) stay as they are
-            timeout_ms = _remaining_ms(deadline)
+    if timeout_ms <= 0:  # -1 (forever) and 0 (a poll) stay as they are
+        return _retry(call, fn, fd, events, maxevents, timeout_ms, *more)
+    deadline = time.monotonic() + timeout_ms / 1000
+
+    def wait() -> int:
+        return fn(fd, events, maxevents, _remaining_ms(deadline), *more)
+
+    return _retry(call, wait)
 
 
 def _remaining_ms(deadline: float) -> int:
@@ -162,7 +160,7 @@ def epoll_wait(
     n = len(events) if maxevents is None else maxevents
     if not 0 < n <= len(events):
         raise ValueError(f"maxevents must be 1..{len(events)}, not {n}")
-    return _retry_wait("epoll_wait", lib.epoll_wait, epfd, events, n, timeout_ms)
+    return retry_wait("epoll_wait", lib.epoll_wait, epfd, events, n, timeout_ms)
 
 
 def sigset(signals: Iterable[int]) -> Any:
@@ -189,9 +187,7 @@ def epoll_pwait(
     if not 0 < n <= len(events):
         raise ValueError(f"maxevents must be 1..{len(events)}, not {n}")
     mask = ffi.NULL if sigmask is None else sigset(sigmask)
-    return _retry_wait(
-        "epoll_pwait", lib.epoll_pwait, epfd, events, n, timeout_ms, mask
-    )
+    return retry_wait("epoll_pwait", lib.epoll_pwait, epfd, events, n, timeout_ms, mask)
 
 
 # --- sockets -----------------------------------------------------------------------
@@ -413,8 +409,9 @@ def close(fd: FileLike) -> None:
 
 
 def dup(fd: FileLike) -> int:
-    """A new descriptor for the same open file description (see the dup trap in the
-    README: epoll registrations follow the description, not the number)."""
+    """A new descriptor for the same open file description (epoll registrations
+    follow the description, not the number: the dup trap, explained at
+    :func:`ngxffi.event.accept.close_listening_sockets`)."""
     new: int = lib.dup(fileno(fd))
     if new < 0:
         raise error("dup")

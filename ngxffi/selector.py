@@ -132,13 +132,14 @@ class NgxSelector(BaseSelector):
     def _make_room(self, n: int) -> None:
         """Room for ``n`` events in one wait (one per registered fd, as EpollSelector
         asks for): the Epoll's array, and the codes array beside it."""
-        self._events = self._epoll._event_array(n)
+        self._events = self._epoll.event_array(n)
         self._room = len(self._events)
         self._codes = ffi.new("int32_t[]", self._room)  # fd << 2 | EVENT_* per event
 
     # --- registration (imitates EpollSelector's register/unregister/modify) ---------
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> SelectorKey:
+        """Watch ``fileobj`` for ``events`` (EVENT_READ, EVENT_WRITE); its key."""
         if not events or events & ~_BOTH:
             raise ValueError(f"Invalid events: {events!r}")
         fd = self._fd(fileobj)
@@ -151,6 +152,7 @@ class NgxSelector(BaseSelector):
         return key
 
     def unregister(self, fileobj: Any) -> SelectorKey:
+        """Stop watching ``fileobj`` (closed since, too); its last key."""
         key = self._keys.pop(self._fd(fileobj), None)
         if key is None:
             raise _not_registered(fileobj)
@@ -160,6 +162,7 @@ class NgxSelector(BaseSelector):
         return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> SelectorKey:
+        """Change what ``fileobj`` is watched for, or its data alone (no syscall)."""
         fd = self._fd(fileobj)
         key = self._keys.get(fd)
         if key is None:
@@ -179,6 +182,8 @@ class NgxSelector(BaseSelector):
     # --- selection ----------------------------------------------------------------
 
     def select(self, timeout: float | None = None) -> list[tuple[SelectorKey, int]]:
+        """Wait up to ``timeout`` seconds (None: forever) for registered files to be
+        ready; ``(key, events)`` for each. One C call waits and decodes the batch."""
         if timeout is None:
             timeout_ms = -1
         elif timeout <= 0:
@@ -211,7 +216,7 @@ class NgxSelector(BaseSelector):
             raise nos.error("epoll_wait", err)
         if timeout_ms > 0:
             timeout_ms = max(0, math.ceil((deadline - _monotonic()) * 1e3))
-        return nos._retry_wait(
+        return nos.retry_wait(
             "epoll_wait",
             _select,
             self._epfd,
@@ -224,7 +229,8 @@ class NgxSelector(BaseSelector):
     # --- the rest of the selectors API ----------------------------------------------
 
     def get_key(self, fileobj: Any) -> SelectorKey:
-        # BaseSelector's, without going through the map
+        """The key of ``fileobj`` (KeyError if not registered); as BaseSelector's,
+        without going through the map."""
         if self._map is None:
             raise RuntimeError("Selector is closed")
         key = self._keys.get(self._fd(fileobj))
@@ -233,6 +239,7 @@ class NgxSelector(BaseSelector):
         return key
 
     def get_map(self) -> Mapping[Any, SelectorKey]:
+        """The read-only map of file objects to keys; None once closed."""
         return self._map  # type: ignore[return-value]  # None once closed, as selectors
 
     def fileno(self) -> int:
@@ -240,6 +247,7 @@ class NgxSelector(BaseSelector):
         return self._epoll.fileno()
 
     def close(self) -> None:
+        """Close the epoll instance and forget every key."""
         self._epoll.close()
         self._epfd = -1
         self._keys.clear()

@@ -12,6 +12,7 @@ import pytest
 
 from ngxffi import Connection, Cycle, ffi, lib
 from ngxffi import os as nos
+from ngxffi.event.modules.epoll import EpollModule
 
 
 @pytest.fixture
@@ -162,3 +163,9 @@ def free_list(cy: Cycle) -> list[int]:
         slots.append((int(ffi.cast("uintptr_t", p)) - base) // size)
         p = ffi.cast("ngx_connection_t *", p.data)
     return slots
+
+
+def epoll_module(cy: Cycle) -> EpollModule:
+    """The cycle's event module, for tests that look inside the epoll one."""
+    assert isinstance(cy.module, EpollModule)
+    return cy.module

@@ -16,10 +16,10 @@ import pytest
 
 from ngxffi import Connection, Cycle, lib, process_events_and_timers
 from ngxffi import os as nos
-from ngxffi.event.listening import Listening, open_listening_sockets
 from ngxffi.core.log import NOTICE
 from ngxffi.event import accept
 from ngxffi.event.accept import add_listening
+from ngxffi.event.listening import Listening, open_listening_sockets
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import free_list
+from conftest import epoll_module, free_list
 
 from ngxffi import Connection, Cycle, ffi, lib
 from ngxffi import os as nos
@@ -179,7 +179,7 @@ def test_poll_get_connection_refuses_fds_beyond_files(
 
 def test_repr_and_context_manager_close_the_kernel_objects() -> None:
     cy = Cycle(4)
-    ep = cy.module.ep  # type: ignore[union-attr]
+    ep = epoll_module(cy).ep
     assert "0/4 used" in repr(cy)
     with cy:
         pass

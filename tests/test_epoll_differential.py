@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable, Iterator
 
 import pytest
+from conftest import epoll_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,7 +46,7 @@ class Scenario:
         self.next_fd = 1_000_000  # beyond any RLIMIT_NOFILE: never a real fd
         self.cycle = cy = Cycle(N, strong_tags=strong)
         real = cy.actions
-        touch = cy.module._touch  # type: ignore[union-attr]
+        touch = epoll_module(cy)._touch
 
         def flip(on: int) -> Callable[[Event, int, int], None]:
             def action(ev: Event, event: int, flags: int) -> None:
@@ -135,14 +136,14 @@ class Scenario:
 
 def through_ngxffi(seed: int, strong: bool) -> list[Record]:
     s = Scenario(seed, strong)
-    cy, module = s.cycle, s.cycle.module
+    cy, module = s.cycle, epoll_module(s.cycle)
     for i, (tag, revents) in enumerate(s.batch):
         module.event_list[i].data.u64 = tag
         module.event_list[i].events = revents
     cy.raw.batch_n = len(s.batch)
     k = lib.ngxffi_epoll_decide(cy.raw, 0, 0, 0)
     if k:
-        module._dispatch(cy, k)  # type: ignore[union-attr]
+        module._dispatch(cy, k)
     cy.close()
     return s.log
 

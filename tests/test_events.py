@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from conftest import epoll_module
 
 from ngxffi import (
     POST_EVENTS,
@@ -275,7 +276,7 @@ def test_notify_wakes_a_blocked_loop_from_another_thread(epoll_cycle: Cycle) -> 
     assert notify is not None
     threading.Timer(0.05, notify, (woken.append,)).start()
     process_events_and_timers(epoll_cycle)  # no timers: waits forever without notify
-    assert woken == [epoll_cycle.module.notify_event]  # type: ignore[union-attr]
+    assert woken == [epoll_module(epoll_cycle).notify_event]
     notify(woken.append)
     process_events_and_timers(epoll_cycle)
     assert len(woken) == 2

@@ -280,13 +280,13 @@ def test_getrlimit_matches_the_resource_module() -> None:
 def test_setrlimit_in_a_child_process_limits_its_fds() -> None:
     # In a child, so that the test process keeps its own limit.
     code = (
-        "from ngxffi import os, lib\n"
-        "soft, hard = os.getrlimit(lib.RLIMIT_NOFILE)\n"
-        "os.setrlimit(lib.RLIMIT_NOFILE, (16, hard))\n"
-        "assert os.getrlimit(lib.RLIMIT_NOFILE) == (16, hard)\n"
+        "from ngxffi import lib\nfrom ngxffi import os as nos\n"
+        "soft, hard = nos.getrlimit(lib.RLIMIT_NOFILE)\n"
+        "nos.setrlimit(lib.RLIMIT_NOFILE, (16, hard))\n"
+        "assert nos.getrlimit(lib.RLIMIT_NOFILE) == (16, hard)\n"
         "fds = []\n"
         "try:\n"
-        "    while True: fds.append(os.eventfd())\n"
+        "    while True: fds.append(nos.eventfd())\n"
         "except OSError as e:\n"
         "    print(e.errno, len(fds) < 16, 'eventfd' in str(e))\n"
     )

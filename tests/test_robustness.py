@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from conftest import epoll_module
 
 from ngxffi import (
     READ_EVENT,
@@ -128,7 +129,7 @@ def test_invalid_tags_are_counted_once_per_batch(
     cy = epoll_cycle
     efd = nos.eventfd(1)
     fds.append(efd)
-    ep = cy.module.ep  # type: ignore[union-attr]
+    ep = epoll_module(cy).ep
     closer, peer = attach(cy)
     victim, peer2 = attach(cy)
     closer.read.handler = lambda ev: cy.close_connection(victim)  # forces re-decisions

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from conftest import epoll_module
 
 from ngxffi import Connection, Cycle, Event, TraceRecord, ffi, handle_read_event, lib
 from ngxffi import os as nos
@@ -212,7 +213,7 @@ def test_invalid_tags_are_counted_logged_and_never_dereferenced(
         for value in bogus:
             efd = nos.eventfd(1)  # always readable
             fds.append(efd)
-            ep = cy.module.ep  # type: ignore[union-attr]
+            ep = epoll_module(cy).ep
             nos.epoll_ctl(ep, lib.EPOLL_CTL_ADD, efd, lib.EPOLLIN, data=value)
         c, peer = attach(cy)
         calls: list[Event] = []

@@ -78,7 +78,8 @@ def serve_ngxffi(policy: str, resume: bool) -> None:
 
 class _Responder(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)  # a stream's, always
+        self.transport = transport
         self.buffer = b""
 
     def data_received(self, data: bytes) -> None:

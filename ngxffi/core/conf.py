@@ -1,14 +1,14 @@
 """The configuration file (≈ src/core/ngx_conf_file.c), in TOML with nginx's names.
 
-```toml
-worker_processes = 1
-worker_connections = 512
-use = "epoll"
-listen = { address = "127.0.0.1:8080", backlog = 511, reuseport = false }
-keepalive_timeout = "75s"
-root = "html"
-error_log = "stderr warn"
-```
+.. code-block:: toml
+
+    worker_processes = 1
+    worker_connections = 512
+    use = "epoll"
+    listen = { address = "127.0.0.1:8080", backlog = 511, reuseport = false }
+    keepalive_timeout = "75s"
+    root = "html"
+    error_log = "stderr warn"
 
 This module knows no directive. Each module declares its own, as nginx's modules do
 with their ``ngx_command_t`` tables: a conf class (a dataclass whose fields carry

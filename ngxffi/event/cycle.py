@@ -129,10 +129,11 @@ class Cycle:
 
         self.connections: list[Connection] = []
         # Indexed by slot * 2 + write; the two entries after the pool's belong to the
-        # event module's static connection (epoll's notify). Events fill them in.
+        # event module's static connection (epoll's notify). Events fill them in;
+        # until then an entry is a standalone event without a handler.
         codes = 2 * n + 2
-        self.events_by_code: list[Event] = [None] * codes  # type: ignore[list-item]
         self.handlers: list[Callable[[Event], object]] = [no_handler] * codes
+        self.events_by_code: list[Event] = [Event.standalone(self, no_handler)] * codes
         for i in range(n):
             rev = Event(self, self._read_events + i, 2 * i)
             wev = Event(self, self._write_events + i, 2 * i + 1)

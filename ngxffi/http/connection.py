@@ -42,6 +42,7 @@ from ngxffi.http.message import (
     queue_response,
 )
 from ngxffi.http.parse import PARSE_ERRORS, HttpRequest, Limits
+from ngxffi.http.write import Output, coalesce, release, send_segment
 
 FREE_REQUESTS_MAX = 64  # parsers kept between requests: only reads in progress use one
 
@@ -101,7 +102,7 @@ class HttpConnection:
     def start(self) -> HttpConnection:
         """A new connection in this slot: reset, reading its first request."""
         self.r: HttpRequest | None = None
-        self.out: deque[bytearray | FileBody] | None = None  # waiting for the socket
+        self.out: Output | None = None  # waiting for the socket
         self.state = self.counted = "reading"  # reading | writing | waiting
         self.close_after = False
         self.closed = False
@@ -272,7 +273,7 @@ class HttpConnection:
                 return True
             self.out = deque([bytearray(memoryview(data)[sent:])])
             return self._wait_write()
-        self.out = _coalesce(pending)
+        self.out = coalesce(pending)
         pending.clear()
         return self.flush()
 
@@ -280,9 +281,10 @@ class HttpConnection:
         """Send the queued output; True when all is sent and reading may go on."""
         out = self.out
         assert out is not None
+        fd = self.c.raw.fd
         while out:
             try:
-                done = self._send(out[0])
+                done = send_segment(fd, out[0])
             except BlockingIOError:
                 return self._wait_write()
             except OSError:
@@ -303,23 +305,6 @@ class HttpConnection:
         handle_write_event(c.write)
         self._settle()
         return False
-
-    def _send(self, segment: bytearray | FileBody) -> bool:
-        """Send some of a segment; True when it is all sent."""
-        fd = self.c.raw.fd
-        if isinstance(segment, bytearray):
-            sent = os.write(fd, segment)
-            del segment[:sent]
-            return not segment
-        sent = nos.sendfile(fd, segment.fd, segment.offset, segment.left)
-        if sent == 0:  # the file shrank under us: the length sent was a lie
-            raise OSError(lib.EIO, "sendfile: file truncated")
-        segment.offset += sent
-        segment.left -= sent
-        if segment.left:
-            return False
-        nos.close(segment.fd)
-        return True
 
     def commit(self) -> None:
         """Bring the shared counters up to date: the requests answered (by any
@@ -394,28 +379,14 @@ class HttpConnection:
         if self.closed:
             return
         self.closed = True
-        for segment in self.out or ():
-            if isinstance(segment, FileBody):
-                nos.close(segment.fd)
-        self.out = None
+        if self.out is not None:
+            release(self.out)
+            self.out = None
         self.server.pending.clear()
         self.r = None  # mid-message or failed: not reusable
         self.commit()
         self.server.cycle.stats.add(self.counted, -1)
         self.server.cycle.close_connection(self.c)
-
-
-def _coalesce(items: list[bytes | FileBody]) -> deque[bytearray | FileBody]:
-    """Queue ``items`` with neighbouring bytes joined: one send for each run."""
-    out: deque[bytearray | FileBody] = deque()
-    for item in items:
-        if isinstance(item, FileBody):
-            out.append(item)
-        elif out and isinstance(out[-1], bytearray):
-            out[-1] += item
-        else:
-            out.append(bytearray(item))
-    return out
 
 
 def on_read(ev: Event) -> None:
