@@ -19,6 +19,7 @@ from typing import Any
 from ngxffi._ngx import ffi, lib
 from ngxffi.core.log import ALERT, CRIT, ERR, INFO, WARN, log_error
 from ngxffi.core.times import MSEC_MASK, monotonic_msec
+from ngxffi.event.conf import EventConf
 from ngxffi.event.connection import Connection
 from ngxffi.event.event import (
     CLOSE_EVENT,
@@ -54,8 +55,8 @@ class Cycle:
 
     def __init__(
         self,
-        connection_n: int = 512,
-        use: str = "epoll",
+        connection_n: int = EventConf.worker_connections,
+        use: str = EventConf.use,
         *,
         events: int = 512,
         strong_tags: bool = False,
@@ -87,8 +88,8 @@ class Cycle:
         self.trace: Trace | None = log_trace if trace is True else (trace or None)
         self.accept_mutex: AcceptMutex | None = None
         self.accept_disabled = 0
-        self.accept_mutex_delay = 500
-        self.multi_accept = False
+        self.accept_mutex_delay = EventConf.accept_mutex_delay  # ms
+        self.multi_accept = EventConf.multi_accept
         self.use_exclusive_accept = False  # listeners shared with EPOLLEXCLUSIVE
         self.listening: list[Listening] = []  # registered by event.accept.add_listening
         self.connection_counter = 0  # ngx_connection_counter: c.number of each accept

@@ -17,7 +17,7 @@ from ngxffi.core.conf import (
     string,
     table,
 )
-from ngxffi.event.listening import EMFILE_POLICIES
+from ngxffi.event.listening import EMFILE_POLICIES, Listening
 
 
 @dataclass
@@ -25,10 +25,10 @@ class Listen:
     """The ``listen`` directive: an address and its socket's parameters."""
 
     address: str = "127.0.0.1:8080"
-    backlog: int = 511
-    reuseport: bool = False
-    deferred: bool = False
-    emfile_policy: str = "backoff"  # see ngxffi.event.accept
+    backlog: int = Listening.backlog
+    reuseport: bool = Listening.reuseport
+    deferred: bool = Listening.deferred_accept
+    emfile_policy: str = Listening.emfile_policy  # see ngxffi.event.accept
 
     @property
     def sockaddr(self) -> tuple[str, int]:

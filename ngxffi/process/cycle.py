@@ -15,7 +15,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ngxffi import os as nos
@@ -85,6 +85,27 @@ def close_listening(listening: list[Listening]) -> None:
         ls.close()
 
 
+@dataclass
+class Generation:
+    """The workers of one configuration (a reload starts a new generation; the old
+    one finishes on the sockets it was started with)."""
+
+    configuration: Configuration
+    sockets: list[Listening]  # one shared, or with reuseport one per worker
+    stats: Stats
+
+    def run(self, slot: int) -> int:
+        """The worker in ``slot`` (in the forked process)."""
+        if len(self.sockets) == 1:  # shared: the accept mutex, or EPOLLEXCLUSIVE
+            mutex = self.configuration.conf[EventConf].accept_mutex
+            accept = "mutex" if mutex else "exclusive"
+            return Worker(self.configuration, self.sockets[0], self.stats, accept).run()
+        for i, other in enumerate(self.sockets):  # reuseport: this worker's own
+            if i != slot:
+                nos.close(other.fd)
+        return Worker(self.configuration, self.sockets[slot], self.stats).run()
+
+
 class Processes:
     """The master's side of a configuration: the shared counters (mapped before
     fork), the listening sockets and what each worker runs; the Master calls back
@@ -113,21 +134,7 @@ class Processes:
 
     def worker_for(self) -> Callable[[int], int]:
         """What a worker of the current configuration runs, given its slot."""
-        configuration = self.configuration
-        sockets = list(self.listening)  # as they are now: a reload may replace them
-        stats = self.stats
-
-        def worker(slot: int) -> int:
-            if len(sockets) == 1:  # shared: the accept mutex, or EPOLLEXCLUSIVE
-                mutex = configuration.conf[EventConf].accept_mutex
-                accept = "mutex" if mutex else "exclusive"
-                return Worker(configuration, sockets[0], stats, accept).run()
-            for i, other in enumerate(sockets):  # reuseport: this worker's own
-                if i != slot:
-                    nos.close(other.fd)
-            return Worker(configuration, sockets[slot], stats).run()
-
-        return worker
+        return Generation(self.configuration, list(self.listening), self.stats).run
 
     def close(self) -> None:
         """SIGQUIT: the master stops listening (the workers keep their copies)."""

@@ -1,0 +1,92 @@
+"""Errors and retries (≈ src/os/unix/ngx_errno.c): what every wrapper of
+:mod:`ngxffi.os` shares — the descriptor of an argument, the OSError of a failed call,
+and the one EINTR loop (PEP 475)."""
+
+from __future__ import annotations
+
+import math
+import os as _os
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, Union
+
+from ngxffi._ngx import ffi, lib
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+FileLike = Union[int, HasFileno]
+Buffer = Any  # bytes, bytearray, memoryview, array, mmap: anything with the buffer API
+
+_EINTR: int = lib.EINTR
+
+
+def fileno(obj: FileLike) -> int:
+    """The descriptor of ``obj``: an int, or anything with a ``fileno()`` method."""
+    fd = obj if isinstance(obj, int) else obj.fileno()
+    if not isinstance(fd, int):
+        raise TypeError(f"fileno() returned {type(fd).__name__}, not int")
+    if fd < 0:
+        raise ValueError(f"invalid file descriptor: {fd}")
+    return fd
+
+
+def error(call: str, err: int | None = None) -> OSError:
+    """The ``OSError`` for a failed ``call``: errno from cffi unless given.
+
+    ``OSError(errno, msg)`` builds the errno subclass by itself.
+    """
+    if err is None:
+        err = ffi.errno
+    return OSError(err, f"{call}: {_os.strerror(err)}")
+
+
+def retry(call: str, fn: Callable[..., int], *args: Any) -> int:
+    """``fn(*args)``, made again after EINTR; its result, or the OSError of ``call``.
+
+    ``fn`` is a raw syscall: a result below zero is a failure with errno set, which is
+    read at once (a signal handler making cffi calls of its own would overwrite it).
+    Going round the loop again is where the interpreter runs the pending signal
+    handlers (a backward jump checks for them, as a function call does): that is what
+    makes a handler's exception propagate out of a blocking call, and what lets a
+    handler's side effects (a flag) be seen before the syscall is made again.
+    """
+    while True:
+        r = fn(*args)
+        if r >= 0:
+            return r
+        err = ffi.errno
+        if err != _EINTR:
+            raise error(call, err)
+
+
+def retry_wait(
+    call: str,
+    fn: Callable[..., int],
+    fd: int,
+    events: Any,
+    maxevents: int,
+    timeout_ms: int,
+    *more: Any,
+) -> int:
+    """:func:`retry` for a wait shaped like epoll_wait, ``fn(fd, events, maxevents,
+    timeout_ms, *more)``: after EINTR it waits for what remains of ``timeout_ms``
+    (rounded up), not for all of it again. ``ngxffi.selector`` uses it too."""
+    if timeout_ms <= 0:  # -1 (forever) and 0 (a poll) stay as they are
+        return retry(call, fn, fd, events, maxevents, timeout_ms, *more)
+    deadline = time.monotonic() + timeout_ms / 1000
+
+    def wait() -> int:
+        return fn(fd, events, maxevents, _remaining_ms(deadline), *more)
+
+    return retry(call, wait)
+
+
+def _remaining_ms(deadline: float) -> int:
+    """Milliseconds left until ``deadline`` (monotonic s), rounded up.
+
+    Called after EINTR: the pending signal handlers run as this call begins, so the
+    time they took is not waited for again."""
+    return max(0, math.ceil((deadline - time.monotonic()) * 1000))
