@@ -23,25 +23,24 @@ import socket
 import sys
 import time
 
-from ngxffi import Cycle, process_events_and_timers
+from ngxffi import Connection, Cycle, process_events_and_timers
 from ngxffi import os as nos
 from ngxffi.event import accept
 from ngxffi.event.event import EXCLUSIVE_EVENT, LEVEL_EVENT, Event
 from ngxffi.event.listening import Listening, open_listening_sockets
 from ngxffi.process.shm import SharedStats
 from ngxffi.process.shmtx import AcceptMutex
+from ngxffi.process.worker import WorkerSignals
 
 MODES = ("shared", "exclusive", "mutex", "reuseport")
 
 
 def worker(mode: str, ls: Listening, stats: SharedStats, out: int) -> None:
     counts = {"wakeups": 0, "accepts": 0}
-    stop: list[int] = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 
-    def on_connection(c: object) -> None:
+    def on_connection(c: Connection) -> None:
         counts["accepts"] += 1
-        cycle.close_connection(c)  # type: ignore[arg-type]
+        cycle.close_connection(c)
 
     def counting_accept(ev: Event) -> None:
         counts["wakeups"] += 1
@@ -58,8 +57,10 @@ def worker(mode: str, ls: Listening, stats: SharedStats, out: int) -> None:
             accept.add_listening(cycle, [ls], flags)
         assert ls.connection is not None
         ls.connection.read.handler = counting_accept
+        signals = WorkerSignals(cycle)  # SIGTERM ends the loop, and wakes it
+        signals.install(stop=(signal.SIGTERM,), reopen=())
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        while not stop:
+        while not signals.stop:
             process_events_and_timers(cycle)
     os.write(out, (json.dumps(counts) + "\n").encode())
 

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
 from typing import Any, TypeVar, overload
 
@@ -46,7 +46,6 @@ _KERNEL_MASK: tuple[int, ...] = (
     lib.EPOLLIN | lib.EPOLLOUT,
 )
 _BOTH = EVENT_READ | EVENT_WRITE
-_EINTR: int = lib.EINTR
 _select = lib.ngxffi_epoll_select
 _unpack = ffi.unpack
 _monotonic = time.monotonic
@@ -54,39 +53,48 @@ _monotonic = time.monotonic
 
 def _fd_of(fileobj: Any) -> int:
     """The fd selectors finds for ``fileobj`` (an int, or ``int(fileobj.fileno())``),
-    with the selectors module's ValueErrors for anything else."""
-    if isinstance(fileobj, int):
-        fd = fileobj
-    else:
-        try:
-            fd = int(fileobj.fileno())
-        except (AttributeError, TypeError, ValueError):
-            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    with the selectors module's ValueErrors for anything else (``Epoll`` raises
+    ``select.epoll``'s TypeErrors instead, hence this)."""
+    try:
+        fd = fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError(f"Invalid file object: {fileobj!r}") from None
     if fd < 0:
         raise ValueError(f"Invalid file descriptor: {fd}")
     return fd
 
 
-def _not_registered(fileobj: Any) -> KeyError:
-    return KeyError(f"{fileobj!r} is not registered")
+def _wait_ms(timeout: float | None) -> int:
+    """selectors' timeout in epoll's unit: None waits forever (-1), zero or less
+    polls, and a positive wait is rounded up, so that it lasts *at least* timeout."""
+    if timeout is None:
+        return -1
+    return math.ceil(timeout * 1e3) if timeout > 0 else 0
 
 
-class _KeyMap(Mapping[Any, SelectorKey]):
-    """What ``get_map()`` returns (imitates selectors' mapping): a read-only live view
-    of the keys, looked up by file object or fd, iterated as fds."""
+class _Keys(Mapping[Any, SelectorKey]):
+    """The selector's keys by fd, and the read-only view ``get_map()`` returns: looked
+    up by file object (one closed since it was registered is found by identity),
+    iterated as fds, changed only by the selector."""
 
-    __slots__ = ("_find", "_keys")
+    __slots__ = ("by_fd",)
 
-    def __init__(
-        self, keys: dict[int, SelectorKey], find: Callable[[Any], int]
-    ) -> None:
-        self._keys = keys
-        self._find = find
+    def __init__(self) -> None:
+        self.by_fd: dict[int, SelectorKey] = {}
+
+    def fd_of(self, fileobj: Any) -> int:
+        try:
+            return _fd_of(fileobj)
+        except ValueError:
+            for key in self.by_fd.values():
+                if key.fileobj is fileobj:
+                    return key.fd
+            raise
 
     def __getitem__(self, fileobj: Any) -> SelectorKey:
-        key = self._keys.get(self._find(fileobj))
+        key = self.by_fd.get(self.fd_of(fileobj))
         if key is None:
-            raise _not_registered(fileobj)
+            raise KeyError(f"{fileobj!r} is not registered")
         return key
 
     @overload
@@ -95,13 +103,22 @@ class _KeyMap(Mapping[Any, SelectorKey]):
     def get(self, fileobj: Any, /, default: SelectorKey | T) -> SelectorKey | T: ...
     def get(self, fileobj: Any, /, default: Any = None) -> Any:
         # no KeyError built and caught on a miss (asyncio asks this for every fd)
-        return self._keys.get(self._find(fileobj), default)
+        return self.by_fd.get(self.fd_of(fileobj), default)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self.by_fd)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._keys)
+        return iter(self.by_fd)
+
+    def put(self, key: SelectorKey) -> SelectorKey:
+        self.by_fd[key.fd] = key
+        return key
+
+    def take(self, fileobj: Any) -> SelectorKey:
+        key = self[fileobj]
+        del self.by_fd[key.fd]
+        return key
 
 
 class NgxSelector(BaseSelector):
@@ -109,138 +126,99 @@ class NgxSelector(BaseSelector):
     ``selectors.EpollSelector`` and can replace it anywhere."""
 
     def __init__(self) -> None:
-        self._keys: dict[int, SelectorKey] = {}  # by fd
+        self._keys = _Keys()
         self._epoll = Epoll()
         self._epfd = self._epoll.fileno()  # -1 once closed
-        self._room = 0
-        self._events: Any = None
-        self._codes: Any = None
+        self._closed = False
         self._make_room(1)
-        self._map: _KeyMap | None = _KeyMap(self._keys, self._fd)
-
-    def _fd(self, fileobj: Any) -> int:
-        """The fd of ``fileobj``; one that no longer has one (closed since it was
-        registered) is found among the keys by identity, as selectors does."""
-        try:
-            return _fd_of(fileobj)
-        except ValueError:
-            fd = next((k.fd for k in self._keys.values() if k.fileobj is fileobj), -1)
-            if fd < 0:
-                raise
-            return fd
 
     def _make_room(self, n: int) -> None:
         """Room for ``n`` events in one wait (one per registered fd, as EpollSelector
         asks for): the Epoll's array, and the codes array beside it."""
         self._events = self._epoll.event_array(n)
-        self._room = len(self._events)
-        self._codes = ffi.new("int32_t[]", self._room)  # fd << 2 | EVENT_* per event
+        self._codes = ffi.new("int32_t[]", len(self._events))  # fd << 2 | EVENT_*
 
-    # --- registration (imitates EpollSelector's register/unregister/modify) ---------
+    # --- registration: the keys here, the interest in the Epoll ---------------------
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> SelectorKey:
         """Watch ``fileobj`` for ``events`` (EVENT_READ, EVENT_WRITE); its key."""
         if not events or events & ~_BOTH:
             raise ValueError(f"Invalid events: {events!r}")
-        fd = self._fd(fileobj)
-        if fd in self._keys:
+        fd = self._keys.fd_of(fileobj)
+        if fd in self._keys.by_fd:
             raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
         self._epoll.register(fd, _KERNEL_MASK[events])  # a refusal leaves no key
-        key = self._keys[fd] = SelectorKey(fileobj, fd, events, data)
-        if len(self._keys) > self._room:
+        key = self._keys.put(SelectorKey(fileobj, fd, events, data))
+        if len(self._keys) > len(self._events):
             self._make_room(len(self._keys))
         return key
 
     def unregister(self, fileobj: Any) -> SelectorKey:
         """Stop watching ``fileobj`` (closed since, too); its last key."""
-        key = self._keys.pop(self._fd(fileobj), None)
-        if key is None:
-            raise _not_registered(fileobj)
+        key = self._keys.take(fileobj)
         # OSError: closed since, so the kernel has dropped it already (or it is reused)
         with contextlib.suppress(OSError):
             self._epoll.unregister(key.fd)
         return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> SelectorKey:
-        """Change what ``fileobj`` is watched for, or its data alone (no syscall)."""
-        fd = self._fd(fileobj)
-        key = self._keys.get(fd)
-        if key is None:
-            raise _not_registered(fileobj)
-        new_events = events != key.events
-        if new_events:  # only then the kernel; like EpollSelector, no check of events
+        """Change what ``fileobj`` is watched for (the kernel is told only then), or
+        its data alone."""
+        key = self._keys[fileobj]
+        if events != key.events:
             mask = _KERNEL_MASK[events & _BOTH]  # a TypeError here keeps the key
             try:
-                self._epoll.modify(fd, mask)
+                self._epoll.modify(key.fd, mask)
             except BaseException:
-                del self._keys[fd]  # a failed change forgets the fd
+                self._keys.take(fileobj)  # a failed change forgets the fd
                 raise
-        if data != key.data or new_events:
-            key = self._keys[fd] = key._replace(events=events, data=data)
-        return key
+        elif data == key.data:
+            return key
+        return self._keys.put(key._replace(events=events, data=data))
 
     # --- selection ----------------------------------------------------------------
 
     def select(self, timeout: float | None = None) -> list[tuple[SelectorKey, int]]:
         """Wait up to ``timeout`` seconds (None: forever) for registered files to be
-        ready; ``(key, events)`` for each. One C call waits and decodes the batch."""
-        if timeout is None:
-            timeout_ms = -1
-        elif timeout <= 0:
-            timeout_ms = 0
-        else:  # epoll counts milliseconds: round up, to wait *at least* timeout
-            timeout_ms = math.ceil(timeout * 1e3)
+        ready; ``(key, events)`` for each. One C call waits and decodes the batch; an
+        interrupted or failed one goes through :func:`ngxffi.os.retry_wait`."""
+        timeout_ms = _wait_ms(timeout)
         epfd = self._epfd
         if epfd < 0:
             self._epoll.fileno()  # raises the closed epoll object's ValueError
-        keys = self._keys
-        maxevents = len(keys) or 1
-        deadline = _monotonic() + timeout_ms / 1e3 if timeout_ms > 0 else 0.0
+        by_fd = self._keys.by_fd
+        maxevents = len(by_fd) or 1
+        start = _monotonic() if timeout_ms > 0 else None
         n = _select(epfd, self._events, maxevents, timeout_ms, self._codes)
-        if n < 0:  # errno now, before any Python code can make a cffi call
-            n = self._wait_again(ffi.errno, deadline, timeout_ms, maxevents)
+        if n < 0:  # EINTR waits again for the rest; any other errno raises
+            n = nos.retry_wait(
+                "epoll_wait",
+                _select,
+                epfd,
+                self._events,
+                maxevents,
+                timeout_ms,
+                self._codes,
+                start=start,
+            )
         ready = []
         for code in _unpack(self._codes, n):
-            key = keys.get(code >> 2)
+            key = by_fd.get(code >> 2)
             if key is not None:  # an fd unregistered in the meantime: not reported
                 ready.append((key, code & _BOTH & key.events))
         return ready
 
-    def _wait_again(
-        self, err: int, deadline: float, timeout_ms: int, maxevents: int
-    ) -> int:
-        """The slow path of ``select``: any errno but EINTR raises; after EINTR the
-        pending signal handlers run as this method is called (their exceptions
-        propagate), and ngxffi.os's retry waits for what remains of the timeout."""
-        if err != _EINTR:
-            raise nos.error("epoll_wait", err)
-        if timeout_ms > 0:
-            timeout_ms = max(0, math.ceil((deadline - _monotonic()) * 1e3))
-        return nos.retry_wait(
-            "epoll_wait",
-            _select,
-            self._epfd,
-            self._events,
-            maxevents,
-            timeout_ms,
-            self._codes,
-        )
-
     # --- the rest of the selectors API ----------------------------------------------
 
     def get_key(self, fileobj: Any) -> SelectorKey:
-        """The key of ``fileobj`` (KeyError if not registered); as BaseSelector's,
-        without going through the map."""
-        if self._map is None:
+        """The key of ``fileobj`` (KeyError if not registered)."""
+        if self._closed:
             raise RuntimeError("Selector is closed")
-        key = self._keys.get(self._fd(fileobj))
-        if key is None:
-            raise _not_registered(fileobj)
-        return key
+        return self._keys[fileobj]
 
     def get_map(self) -> Mapping[Any, SelectorKey]:
         """The read-only map of file objects to keys; None once closed."""
-        return self._map  # type: ignore[return-value]  # None once closed, as selectors
+        return None if self._closed else self._keys  # type: ignore[return-value]
 
     def fileno(self) -> int:
         """The epoll descriptor; ``ValueError`` once closed, as EpollSelector's."""
@@ -250,8 +228,8 @@ class NgxSelector(BaseSelector):
         """Close the epoll instance and forget every key."""
         self._epoll.close()
         self._epfd = -1
-        self._keys.clear()
-        self._map = None
+        self._keys.by_fd.clear()
+        self._closed = True
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

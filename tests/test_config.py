@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,13 @@ def test_the_example_config_is_valid() -> None:
     )
 
 
+def test_the_example_config_shows_every_directive() -> None:
+    text = EXAMPLE.read_text()
+    directives = {c.name for module in MODULES for c in module.commands}
+    missing = {d for d in directives if not re.search(rf"^#? ?{d} = ", text, re.M)}
+    assert not missing
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -126,6 +134,18 @@ def test_errors_name_the_directive_and_line(text: str, message: str) -> None:
         ConfigError,
         match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)"),
     ):
+        parse(text, MODULES)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('worker_connections = 5\n\nkeepalive_timeout = "x"\n', 3),
+        ('use = "epoll"\n\n\n[listen]\naddress = "x:1"\nbacklogg = 5\n', 4),
+    ],
+)
+def test_the_line_is_the_directive_s_own(text: str, line: int) -> None:
+    with pytest.raises(ConfigError, match=rf" in <config>:{line}$"):
         parse(text, MODULES)
 
 

@@ -448,6 +448,24 @@ def test_graceful_shutdown_on_sigquit() -> None:
     busy.close()
 
 
+def test_sigterm_ends_a_graceful_shutdown_at_once() -> None:
+    """SIGTERM during a graceful shutdown stops the worker without waiting for the
+    request in progress (nginx's ngx_terminate beats ngx_quit)."""
+    server = Server("--return", "200", "bye")
+    idle = server.connect()
+    idle.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    read_response(idle)
+    busy = server.connect()
+    busy.sendall(b"GET / HTTP/1.1\r\n")  # half a request: 60 s of header timeout
+    server.get()
+    server.proc.send_signal(signal.SIGQUIT)
+    assert closed(idle)  # the graceful shutdown has begun
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=10) == 0
+    idle.close()
+    busy.close()
+
+
 def test_send_timeout_closes_a_reader_that_stalls(tmp_path: Path) -> None:
     stall = threading.Event()
     (tmp_path / "big.bin").write_bytes(b"x" * (8 << 20))

@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from ngxffi.event.listening import EMFILE_POLICIES
+from ngxffi.event.listening import EMFILE_POLICIES, Listening
 
 END = b"\r\n\r\n"
 REQUEST = b"GET / HTTP/1.1\r\nHost: lab" + END
@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--policy",
         choices=EMFILE_POLICIES,
-        default="backoff",
+        default=Listening.emfile_policy,
         help="EMFILE policy of the ngxffi server (default: nginx's backoff)",
     )
     p.add_argument(

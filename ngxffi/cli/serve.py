@@ -10,6 +10,7 @@ and workers; SIGINT/SIGTERM stop it, SIGQUIT gracefully, SIGHUP re-reads ``-c``.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -17,12 +18,13 @@ from typing import Any
 from ngxffi.core import log
 from ngxffi.core.conf import Conf, ConfigError, ModuleConf, load
 from ngxffi.event.conf import EventConf
+from ngxffi.event.modules import MODULES as EVENT_METHODS
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.service import configuration
 from ngxffi.http.static import StaticConf
 from ngxffi.http.status import StatusConf
-from ngxffi.process import cycle
 from ngxffi.process.conf import CoreConf
+from ngxffi.process.cycle import run as run_processes
 from ngxffi.process.worker import Configuration
 
 # the modules of this program and so its directives (≈ nginx's ngx_modules[])
@@ -66,7 +68,7 @@ def add_parser(sub: Any) -> None:
         help="answer every request with this status and body",
     )
     p.add_argument("--status-path", metavar="PATH")
-    p.add_argument("--use", choices=("epoll", "poll"))
+    p.add_argument("--use", metavar="METHOD", help=f"one of {', '.join(EVENT_METHODS)}")
     p.add_argument("--multi-accept", action="store_true", default=None)
     p.add_argument("--access-log", metavar="FILE")
     for name in ("keepalive-timeout", "client-header-timeout", "send-timeout"):
@@ -90,9 +92,8 @@ def configure(args: argparse.Namespace) -> Conf:
         conf.set("listen", {**listen, "address": args.listen}, " (--listen)")
     if args.ret:
         status, body = args.ret
-        if not status.isdigit():
-            raise ConfigError(f"invalid --return status {status!r}")
-        conf.set("return", [int(status), body], " (--return)")
+        code = int(status) if status.isdigit() else status  # return's check refuses it
+        conf.set("return", [code, body], " (--return)")
     return conf
 
 
@@ -117,4 +118,14 @@ def run(args: argparse.Namespace) -> int:
     def reread() -> Configuration:  # SIGHUP: the same arguments, read again
         return configuration(configure(args))
 
-    return cycle.run(configuration(conf), reread)
+    return run_processes(configuration(conf), reread, functools.partial(announce, conf))
+
+
+def announce(conf: Conf, bound: str) -> None:
+    """The line that says the server is up (and, to tests, where)."""
+    print(
+        f"ngxffi serve: listening on http://{bound}/ (status at "
+        f"{conf[StatusConf].status_path}); Ctrl-C or SIGTERM stops it",
+        file=sys.stderr,
+        flush=True,
+    )

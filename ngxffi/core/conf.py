@@ -118,7 +118,10 @@ def load(path: str, modules: Iterable[type[ModuleConf]]) -> Conf:
 
 
 def _line_of(text: str, key: str) -> int | None:
-    match = re.search(rf"^\s*{re.escape(key)}\s*=", text, re.MULTILINE)
+    # `key = …` or a `[key]` table; [ \t], not \s: a blank line before the key must
+    # not count as its line
+    name = re.escape(key)
+    match = re.search(rf"^[ \t]*(?:{name}[ \t]*=|\[[ \t]*{name}[ \t]*\])", text, re.M)
     return text.count("\n", 0, match.start()) + 1 if match else None
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ngxffi import os as nos
 from ngxffi import sockaddr
+from ngxffi._ngx import ffi, lib
 from ngxffi.core.cfield import cfield
 
 if TYPE_CHECKING:
@@ -65,6 +66,16 @@ class Connection:
     @addr_text.setter
     def addr_text(self, text: str | None) -> None:
         self._addr_text = text
+
+    def take_stash(self) -> tuple[bytes, bool]:
+        """What a C handler left on this connection (``raw.stash_len`` bytes), freed
+        there: the bytes, and True when they are output still to send, False when
+        input still to parse."""
+        raw = self.raw
+        data: bytes = ffi.buffer(raw.stash, raw.stash_len)[:]
+        output = bool(raw.stash_out)
+        lib.ngxffi_stash_free(raw)
+        return data, output
 
     def reset(self) -> None:
         """Forget the previous user's Python state (get_connection zeroes C's)."""

@@ -109,6 +109,19 @@ class Event:
         ``ngx_event_t`` variables). It owns its C struct."""
         return cls(cycle, ffi.new("ngx_event_t *"), data=data, handler=handler)
 
+    def set_c_handler(self, handler: Any, ctx: Any) -> None:
+        """Have the epoll module call ``handler`` (an ``ngxffi_c_handler_pt``) with
+        ``ctx`` for this read event inside the batch, before the Python handler,
+        which then runs only if it returns 0. Beyond nginx (see
+        :mod:`ngxffi.event.modules.epoll`); ``ctx`` must stay alive while set."""
+        raw = self.raw
+        raw.c_handler = handler
+        raw.c_ctx = ctx
+
+    def clear_c_handler(self) -> None:
+        """Only the Python handler from now on."""
+        self.raw.c_handler = ffi.NULL
+
     def __repr__(self) -> str:
         side = "write" if self.raw.write else "read"
         return f"<Event {side} of {self.data!r}>"

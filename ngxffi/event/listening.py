@@ -49,7 +49,7 @@ class Listening:
 
     address: sockaddr.Address
     handler: Callable[[Connection], object]
-    backlog: int = 511
+    backlog: int = nos.LISTEN_BACKLOG
     reuseport: bool = False
     deferred_accept: bool = False
     rcvbuf: int = -1

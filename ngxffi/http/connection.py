@@ -30,7 +30,7 @@ from ngxffi.event.connection import Connection
 from ngxffi.event.cycle import Cycle
 from ngxffi.event.event import Event, handle_write_event
 from ngxffi.http.core import HttpCoreConf
-from ngxffi.http.fast import READ_SIZE, arm, disarm, take_stash
+from ngxffi.http.fast import FAST_HANDLER, READ_SIZE
 from ngxffi.http.message import (
     HEADER_TOO_LARGE,
     REASONS,
@@ -216,7 +216,7 @@ class HttpConnection:
     def _take_stash(self) -> bytes | None:
         """What the C handler left: input to parse (returned), or answers it could
         not send at once (queued here, behind the write event)."""
-        data, output = take_stash(self.c.raw)
+        data, output = self.c.take_stash()
         if not output:
             return data
         self.out = deque([bytearray(data)])
@@ -334,7 +334,7 @@ class HttpConnection:
                 server.cycle.reusable_connection(c, False)  # busy: not drainable
                 c.raw.idle = 0
             if server.fast is not None:  # a request or an answer under way: the
-                disarm(c.read.raw)  # C handler must not cut in
+                c.read.clear_c_handler()  # C handler must not cut in
         self.commit()
 
     def _keepalive(self, r: HttpRequest | None) -> None:
@@ -361,7 +361,7 @@ class HttpConnection:
             c.raw.idle = 1
         cycle.reusable_connection(c, True)  # the most recently used
         if server.fast is not None:  # plain requests: the C handler answers them
-            arm(c.read.raw, server.fast)
+            c.read.set_c_handler(FAST_HANDLER, server.fast)
         cycle.timers.add_timer(c.read, server.conf.keepalive_timeout)
 
     def write_ready(self) -> None:

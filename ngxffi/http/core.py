@@ -4,6 +4,7 @@ the timeouts, the limits on what a client may send."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -17,6 +18,7 @@ from ngxffi.core.conf import (
     string,
     table,
 )
+from ngxffi.event.connection import Connection
 from ngxffi.event.listening import EMFILE_POLICIES, Listening
 
 
@@ -29,6 +31,17 @@ class Listen:
     reuseport: bool = Listening.reuseport
     deferred: bool = Listening.deferred_accept
     emfile_policy: str = Listening.emfile_policy  # see ngxffi.event.accept
+
+    def listening(self, handler: Callable[[Connection], object]) -> Listening:
+        """The listening socket this directive asks for (not open yet)."""
+        return Listening(
+            self.sockaddr,
+            handler,
+            backlog=self.backlog,
+            reuseport=self.reuseport,
+            deferred_accept=self.deferred,
+            emfile_policy=self.emfile_policy,
+        )
 
     @property
     def sockaddr(self) -> tuple[str, int]:

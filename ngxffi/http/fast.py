@@ -5,7 +5,8 @@ answer, in C, for plain requests.
 When the handler answers everything with one fixed response (``return``), an idle
 connection's read event also carries the C handler, which answers plain GETs inside
 the epoll batch and stashes anything else on the connection for Python: input it read,
-or answers the socket did not take at once (:func:`take_stash`). It runs only while
+or answers the socket did not take at once
+(:meth:`ngxffi.event.connection.Connection.take_stash`). It runs only while
 the connection is idle: armed when it goes idle, disarmed as soon as Python has a
 request or an answer under way on it.
 """
@@ -25,7 +26,7 @@ FAST_HANDLER = ffi.cast(
 )
 
 
-def configure(
+def fast_conf(
     fixed: Response | None, fixed_except: str, conf: HttpCoreConf, requests: Any
 ) -> tuple[Any, tuple[object, ...]] | None:
     """The C handler's configuration (an ``ngxffi_http_fast_t``) when every request
@@ -47,23 +48,3 @@ def configure(
     fast.buf, fast.size, fast.out, fast.out_size = buf, READ_SIZE, out, FAST_OUTPUT
     fast.enabled = 1
     return fast, (head, fixed.body, skip, buf, out)
-
-
-def arm(rev: Any, fast: Any) -> None:
-    """Put the C handler, configured by ``fast``, on a read event (its C struct)."""
-    rev.c_handler = FAST_HANDLER
-    rev.c_ctx = fast
-
-
-def disarm(rev: Any) -> None:
-    """Take the C handler off a read event (its C struct): Python's turn."""
-    rev.c_handler = ffi.NULL
-
-
-def take_stash(raw: Any) -> tuple[bytes, bool]:
-    """What the C handler left on a connection (its C struct), freed there: the bytes,
-    and True when they are answers still to send, False when input to parse."""
-    data: bytes = ffi.buffer(raw.stash, raw.stash_len)[:]
-    output = bool(raw.stash_out)
-    lib.ngxffi_stash_free(raw)
-    return data, output

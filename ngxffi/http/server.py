@@ -14,7 +14,7 @@ from ngxffi.event.cycle import Cycle
 from ngxffi.event.event import USE_GREEDY_EVENT, handle_read_event
 from ngxffi.http.connection import HttpConnection, on_read, on_write
 from ngxffi.http.core import HttpCoreConf
-from ngxffi.http.fast import configure
+from ngxffi.http.fast import fast_conf
 from ngxffi.http.message import FileBody, Handler, Request, Response
 from ngxffi.http.parse import HttpRequest, Limits
 
@@ -44,7 +44,7 @@ class HttpServer:
         self.limits = Limits.of(conf)
         self.access_log = access_log
         fast = (
-            configure(fixed, fixed_except, conf, cycle.stats.field("requests"))
+            fast_conf(fixed, fixed_except, conf, cycle.stats.field("requests"))
             if access_log is None
             else None
         )

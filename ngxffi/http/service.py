@@ -9,13 +9,13 @@ can send too), or the static files under ``root`` (default: a small bundled page
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TextIO
 
 from ngxffi.core.conf import Conf
 from ngxffi.event.connection import Connection
 from ngxffi.event.cycle import Cycle
-from ngxffi.event.listening import Listening
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.message import Request, Response
 from ngxffi.http.server import HttpServer
@@ -28,19 +28,12 @@ BUNDLED = Path(__file__).resolve().parent / "html"
 
 def configuration(conf: Conf) -> Configuration:
     """What the process layer needs to serve ``conf``."""
-    listen = conf[HttpCoreConf].listen
-    listening = Listening(
-        listen.sockaddr,
-        _no_handler,  # each worker installs its service's
-        backlog=listen.backlog,
-        reuseport=listen.reuseport,
-        deferred_accept=listen.deferred,
-        emfile_policy=listen.emfile_policy,
-    )
-    return Configuration(conf, listening, lambda cycle: HttpService(conf, cycle))
+    listening = conf[HttpCoreConf].listen.listening(_no_handler)
+    return Configuration(conf, listening, functools.partial(HttpService, conf))
 
 
 def _no_handler(c: Connection) -> None:
+    """Until a worker installs its service's handler."""
     raise RuntimeError("the listening socket's handler is set in the worker")
 
 

@@ -59,6 +59,7 @@ from ngxffi.os.limits import (
     setrlimit,
 )
 from ngxffi.os.socket import (
+    LISTEN_BACKLOG,
     accept,
     accept4,
     bind,
@@ -77,6 +78,7 @@ from ngxffi.os.socket import (
 )
 
 __all__ = [
+    "LISTEN_BACKLOG",
     "Buffer",
     "FileLike",
     "HasFileno",

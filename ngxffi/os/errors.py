@@ -70,13 +70,16 @@ def retry_wait(
     maxevents: int,
     timeout_ms: int,
     *more: Any,
+    start: float | None = None,
 ) -> int:
     """:func:`retry` for a wait shaped like epoll_wait, ``fn(fd, events, maxevents,
     timeout_ms, *more)``: after EINTR it waits for what remains of ``timeout_ms``
-    (rounded up), not for all of it again. ``ngxffi.selector`` uses it too."""
+    (rounded up), not for all of it again. ``start`` is when the wait began
+    (``time.monotonic()``), for a caller that already tried once itself, as
+    ``ngxffi.selector`` does; by default, now."""
     if timeout_ms <= 0:  # -1 (forever) and 0 (a poll) stay as they are
         return retry(call, fn, fd, events, maxevents, timeout_ms, *more)
-    deadline = time.monotonic() + timeout_ms / 1000
+    deadline = (time.monotonic() if start is None else start) + timeout_ms / 1000
 
     def wait() -> int:
         return fn(fd, events, maxevents, _remaining_ms(deadline), *more)

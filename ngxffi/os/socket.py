@@ -54,8 +54,11 @@ def connect(fd: FileLike, address: sockaddr.Address, family: int | None = None) 
     retry("connect", lib.connect, fd, sa, length)
 
 
-def listen(fd: FileLike, backlog: int = 511) -> None:
-    """Listen with nginx's default backlog of 511."""
+LISTEN_BACKLOG = 511  # nginx's NGX_LISTEN_BACKLOG on Linux
+
+
+def listen(fd: FileLike, backlog: int = LISTEN_BACKLOG) -> None:
+    """Listen, by default with nginx's backlog of 511."""
     if lib.listen(fileno(fd), backlog) < 0:
         raise error("listen")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,10 +34,15 @@ from ngxffi.process.worker import Configuration, Worker
 Reread = Callable[[], Configuration]  # raises ConfigError or OSError
 
 
-def run(configuration: Configuration, reread: Reread | None = None) -> int:
+def run(
+    configuration: Configuration,
+    reread: Reread | None = None,
+    announce: Callable[[str], object] | None = None,
+) -> int:
     """Serve ``configuration`` until stopped: in this process, or with
     ``worker_processes`` above 1 (and ``master_process`` on) in workers under a
-    master, which calls ``reread`` on SIGHUP."""
+    master, which calls ``reread`` on SIGHUP. ``announce`` is told the address the
+    listening socket got (port 0 takes any free one) once it is open."""
     core = configuration.conf[CoreConf]
     if core.worker_rlimit_nofile:
         hard = nos.getrlimit(lib.RLIMIT_NOFILE)[1]
@@ -50,15 +54,12 @@ def run(configuration: Configuration, reread: Reread | None = None) -> int:
         if core.pid:
             Path(core.pid).write_text(f"{os.getpid()}\n")
             stack.callback(Path(core.pid).unlink, missing_ok=True)
-        bound = sockaddr.to_text(nos.getsockname(listening[0].fd))
-        print(
-            f"ngxffi serve: listening on http://{bound}/; Ctrl-C or SIGTERM stops it",
-            file=sys.stderr,
-            flush=True,
-        )
+        if announce is not None:
+            announce(sockaddr.to_text(nos.getsockname(listening[0].fd)))
         if single:  # nginx's `master_process off` too, whatever worker_processes says
             return Worker(configuration, listening[0], Stats()).run()
         processes = Processes(configuration, listening, reread)
+        stack.callback(processes.close)  # the sockets a reload opened, too
         return processes.master().run()
 
 

@@ -1,7 +1,8 @@
 """The master process (≈ ngx_master_process_cycle, ngx_start_worker_processes,
 ngx_reap_children in src/os/unix/ngx_process_cycle.c and ngx_process.c).
 
-The master opens the listening sockets, forks ``worker_processes`` workers, and then
+Given the listening sockets (opened by :mod:`ngxffi.process.cycle`), the master forks
+``worker_processes`` workers, and then
 only waits for signals, with all of them blocked (nginx's ``sigsuspend``; here
 ``sigtimedwait``, which has no handler races):
 

@@ -89,7 +89,8 @@ class WorkerSignals:
             signal.signal(signum, self._reopen)
 
     def _stop(self, signum: int, frame: object) -> None:
-        self.stop = signum
+        if signum != signal.SIGQUIT or not self.stop:  # terminating beats quitting
+            self.stop = signum
         self._wake()
 
     def _reopen(self, signum: int, frame: object) -> None:
@@ -144,7 +145,7 @@ class Worker:
                         service.reopen()
                 if signals.stop == signal.SIGQUIT:
                     timeout = conf[CoreConf].worker_shutdown_timeout
-                    graceful_shutdown(cy, service, timeout)
+                    graceful_shutdown(cy, service, timeout, signals)
             finally:
                 service.close()
         return 0
@@ -160,12 +161,18 @@ class Worker:
             add_listening(cy, [ls], flags)
 
 
-def graceful_shutdown(cy: Cycle, service: Service, timeout: int = 0) -> None:
+def graceful_shutdown(
+    cy: Cycle,
+    service: Service,
+    timeout: int = 0,
+    signals: WorkerSignals | None = None,
+) -> None:
     """SIGQUIT, as nginx handles it in a worker (ngx_worker_process_cycle's
     ngx_exiting): stop accepting, close the idle keep-alive connections, let the
     others finish (their answers close them), then return; after ``timeout`` ms
     (worker_shutdown_timeout, 0: none) close whatever is left, as
-    ngx_shutdown_timer_handler does."""
+    ngx_shutdown_timer_handler does. A SIGTERM or SIGINT noted in ``signals``
+    meanwhile ends it at once, as ngx_terminate does."""
     service.shutdown()
     close_listening_sockets(cy)
     cy.close_idle_connections()
@@ -173,6 +180,8 @@ def graceful_shutdown(cy: Cycle, service: Service, timeout: int = 0) -> None:
         cy.timers.add_timer(Event.standalone(cy, shutdown_timer_handler), timeout)
     # this process's own connections (the counters may be shared with other workers)
     while cy.free_connection_n < cy.connection_n:
+        if signals is not None and signals.stop != signal.SIGQUIT:
+            return
         process_events_and_timers(cy)
 
 

@@ -85,7 +85,7 @@ class EpollModule:
     name = "epoll"
     flags = USE_CLEAR_EVENT | USE_GREEDY_EVENT | USE_EPOLL_EVENT
 
-    def __init__(self, cycle: Cycle, events: int = 512) -> None:
+    def __init__(self, cycle: Cycle, events: int) -> None:
         if events < 1:
             raise ValueError(f"epoll events must be at least 1, not {events}")
         self.cycle = cycle
@@ -217,7 +217,13 @@ class EpollModule:
             raise self._fail(f"epoll_ctl({op}, {c.raw.fd})")
 
     def add(self, ev: Event, event: int, flags: int) -> None:
-        """Register ``ev``'s interest. Imitates ngx_epoll_add_event."""
+        """Register ``ev``'s interest. Imitates ngx_epoll_add_event.
+
+        EPOLLEXCLUSIVE (``EXCLUSIVE_EVENT``, for listeners shared by workers): the
+        kernel takes it only with EPOLL_CTL_ADD and only beside EPOLLIN, EPOLLOUT,
+        EPOLLET and EPOLLWAKEUP (EINVAL otherwise, and for a MOD of an exclusive
+        registration). So it goes without EPOLLRDHUP, and moving a listener behind
+        the others is a DEL and a new ADD (event.accept._reorder_accept_events)."""
         c = ev.data
         if event == READ_EVENT:
             other, prev, events = c.write, lib.EPOLLOUT, EPOLLIN_RDHUP
@@ -229,12 +235,7 @@ class EpollModule:
         else:
             op = lib.EPOLL_CTL_ADD
         if flags & EXCLUSIVE_EVENT:
-            # The kernel takes EPOLLEXCLUSIVE only with EPOLL_CTL_ADD and only beside
-            # EPOLLIN, EPOLLOUT, EPOLLET and EPOLLWAKEUP (EINVAL otherwise; a MOD of
-            # an exclusive registration is EINVAL too): so no EPOLLRDHUP, and moving
-            # a listener behind the others means a DEL and a new ADD
-            # (event.accept._reorder_accept_events).
-            events &= ~lib.EPOLLRDHUP
+            events &= ~lib.EPOLLRDHUP  # EPOLLEXCLUSIVE's rule: see the docstring
         self._ctl(op, c, events | flags, ev.raw.instance)
         ev.raw.active = 1
         self._touch()

@@ -46,7 +46,7 @@ class PollModule:
     flags = USE_LEVEL_EVENT | USE_FD_EVENT
     use_epoll_rdhup = False  # level-triggered: a short read always drains
 
-    def __init__(self, cycle: Cycle, events: int = 512) -> None:
+    def __init__(self, cycle: Cycle, events: int) -> None:
         self.cycle = cycle
         self.nevents = 0
 
