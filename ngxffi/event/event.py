@@ -171,6 +171,41 @@ class EventActions:
         """nginx's name (``del`` is a Python keyword)."""
         return self.delete
 
+    @classmethod
+    def of(
+        cls,
+        module: ModuleActions,
+        add_conn: Callable[[Connection], None] | None = None,
+        del_conn: Callable[[Connection, int], None] | None = None,
+        notify: Callable[[Handler], None] | None = None,
+    ) -> EventActions:
+        """The table of ``module``'s methods, its add and delete doubling as enable
+        and disable, as in both of nginx's Linux modules (ngx_epoll_module_ctx,
+        ngx_poll_module_ctx)."""
+        add, delete = module.add, module.delete
+        return cls(
+            add=add,
+            delete=delete,
+            enable=add,
+            disable=delete,
+            add_conn=add_conn,
+            del_conn=del_conn,
+            notify=notify,
+            process_events=module.process_events,
+            init=module.init,
+            done=module.done,
+        )
+
+
+class ModuleActions(Protocol):
+    """The actions every event module has (:meth:`EventActions.of`)."""
+
+    def add(self, ev: Event, event: int, flags: int) -> None: ...
+    def delete(self, ev: Event, event: int, flags: int) -> None: ...
+    def process_events(self, cycle: Cycle, timer: int, flags: int) -> int: ...
+    def init(self, cycle: Cycle) -> None: ...
+    def done(self, cycle: Cycle) -> None: ...
+
 
 class AcceptMutex(Protocol):
     """What process_events_and_timers needs of an accept mutex (ngx_accept_mutex and

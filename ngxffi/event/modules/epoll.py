@@ -122,17 +122,8 @@ class EpollModule:
         self.use_epoll_rdhup = probe.epoll_rdhup()
         self._notify_init(cycle)
         cycle.event_flags = self.flags
-        self.actions = cycle.actions = EventActions(
-            add=self.add,
-            delete=self.delete,
-            enable=self.add,
-            disable=self.delete,
-            add_conn=self.add_conn,
-            del_conn=self.del_conn,
-            notify=self.notify,
-            process_events=self.process_events,
-            init=self.init,
-            done=self.done,
+        self.actions = cycle.actions = EventActions.of(
+            self, self.add_conn, self.del_conn, self.notify
         )
 
     def _notify_init(self, cycle: Cycle) -> None:

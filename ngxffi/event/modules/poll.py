@@ -58,18 +58,8 @@ class PollModule:
         soft, _ = nos.getrlimit(lib.RLIMIT_NOFILE)
         cycle.files = [None] * (FILES_MAX if soft < 0 else min(soft, FILES_MAX))
         cycle.event_flags = self.flags
-        self.actions = cycle.actions = EventActions(
-            add=self.add,
-            delete=self.delete,
-            enable=self.add,
-            disable=self.delete,
-            add_conn=None,
-            del_conn=None,
-            notify=None,
-            process_events=self.process_events,
-            init=self.init,
-            done=self.done,
-        )
+        # no add_conn, del_conn or notify: NULL in nginx's table too
+        self.actions = cycle.actions = EventActions.of(self)
 
     def done(self, cycle: Cycle) -> None:
         """Imitates ngx_poll_done: forget the list."""
