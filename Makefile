@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-
+CSRC   := $(wildcard src/*.c src/*.h)
 
 .PHONY: run test bench lint docs clean
 
@@ -34,7 +35,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # One stamp per extra (test, bench, lint): installing one never hides another.
-$(STAMP)%: $(PY) pyproject.toml setup.py build_ffi.py
+$(STAMP)%: $(PY) pyproject.toml setup.py build_ffi.py $(CSRC)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$*]'
 	@touch $@
 

@@ -2,9 +2,10 @@
 
 The layers, bottom up (each imports only the ones below it):
 
-* ``ngxffi.ffi`` / ``ngxffi.lib``: the raw cffi binding built by ``build_ffi.py`` —
-  syscalls, ``struct epoll_event``, the C-layout ``ngx_connection_t``/``ngx_event_t``
-  and every constant, with the values the C compiler saw;
+* ``ngxffi.ffi`` / ``ngxffi.lib``: the raw cffi binding, the C of ``src/`` built by
+  ``build_ffi.py`` — syscalls, ``struct epoll_event``, the C-layout
+  ``ngx_connection_t``/``ngx_event_t`` and every constant, with the values the C
+  compiler saw;
 * ``ngxffi.os``, ``ngxffi.sockaddr``, ``ngxffi.probe``: errno-checked, EINTR-safe
   wrappers (≈ nginx's ``src/os/unix``), addresses, what this kernel supports;
   ``ngxffi.epoll`` and ``ngxffi.selector``: a plain epoll object and asyncio on it;

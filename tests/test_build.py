@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import importlib.util
 import os
 import platform
 import resource
@@ -12,12 +13,14 @@ import signal
 import socket
 import time
 import types
+from pathlib import Path
 
 import pytest
 
 from ngxffi import ffi, lib
 
 STDLIB = (select, socket, errno, os, fcntl, resource, time, signal)
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Not in the stdlib: the values are Linux's ABI (include/uapi/linux/eventpoll.h).
 KERNEL_ABI = {
@@ -139,3 +142,13 @@ def test_the_package_reexports_the_raw_binding() -> None:
     assert ngxffi.ffi is ngxffi._ngx.ffi
     assert ngxffi.lib is ngxffi._ngx.lib
     assert isinstance(ngxffi.os, types.ModuleType)
+
+
+def test_the_committed_byte_class_table_is_what_its_generator_writes() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "gen_http_class", SRC / "gen_http_class.py"
+    )
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    assert (SRC / "ngx_http_class.h").read_text() == generator.header()

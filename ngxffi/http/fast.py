@@ -1,6 +1,6 @@
-"""The glue to the C read handler ``ngxffi_http_fast_read`` (build_ffi.py): beyond
-nginx, ngx_http_keepalive_handler of src/http/ngx_http_request.c with a ``return``
-answer, in C, for plain requests.
+"""The glue to the C read handler ``ngxffi_http_fast_read`` (``src/ngx_http_fast.c``):
+beyond nginx, ngx_http_keepalive_handler of src/http/ngx_http_request.c with a
+``return`` answer, in C, for plain requests.
 
 When the handler answers everything with one fixed response (``return``), an idle
 connection's read event also carries the C handler, which answers plain GETs inside

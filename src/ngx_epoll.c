@@ -1,0 +1,197 @@
+/*
+ * The epoll module's hot paths (see ngx_epoll.h).
+ */
+
+#include "ngxffi.h"
+
+/* (uintptr_t) c | instance, as ngx_epoll_add_event writes it into data.ptr; strong
+   tags add the connection's generation in the bits above the user address space. */
+uint64_t ngxffi_tag(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
+                           unsigned instance)
+{
+    uint64_t tag = (uint64_t) (uintptr_t) c | (instance & 1);
+
+    if (cy->strong_tags) {
+        tag |= (uint64_t) (c->generation & 0xffff) << NGXFFI_TAG_ADDRESS_BITS;
+    }
+    return tag;
+}
+
+/* The connection a tag names, or NULL: the address must be one of this cycle's slots
+   (exactly, not inside one) or its static notify connection. This is what nginx does
+   not check; a NULL here means the value is never dereferenced. */
+static ngx_connection_t *ngxffi_decode(const ngxffi_cycle_t *cy, uint64_t tag,
+                                       intptr_t *slot)
+{
+    uint64_t mask = cy->strong_tags
+                    ? (((uint64_t) 1 << NGXFFI_TAG_ADDRESS_BITS) - 2) : ~(uint64_t) 1;
+    uintptr_t addr = (uintptr_t) (tag & mask);
+    uintptr_t base = (uintptr_t) cy->connections;
+    uintptr_t offset = addr - base;
+
+    if (addr >= base && offset < cy->connection_n * sizeof(ngx_connection_t)
+        && offset % sizeof(ngx_connection_t) == 0)
+    {
+        *slot = (intptr_t) (offset / sizeof(ngx_connection_t));
+        return (ngx_connection_t *) addr;
+    }
+    if (cy->notify != NULL && addr == (uintptr_t) cy->notify) {
+        *slot = (intptr_t) cy->connection_n;
+        return cy->notify;
+    }
+    return NULL;
+}
+
+intptr_t ngxffi_tag_slot(const ngxffi_cycle_t *cy, uint64_t tag)
+{
+    intptr_t slot = -1;
+    ngxffi_decode(cy, tag, &slot);
+    return slot;
+}
+
+int ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op,
+                            ngx_connection_t *c, uint32_t events, unsigned instance)
+{
+    struct epoll_event ee;
+
+    ee.events = events;
+    ee.data.u64 = (op == EPOLL_CTL_DEL) ? 0 : ngxffi_tag(cy, c, instance);
+    return epoll_ctl(ep, op, c->fd, &ee);
+}
+
+/* The stale test of ngx_epoll_process_events: closed (fd -1) or closed and reused
+   (instance flipped; with strong tags, also a different generation). */
+static int ngxffi_stale(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
+                        const ngx_event_t *ev, unsigned instance, uint64_t tag)
+{
+    if (c->fd == -1) return NGXFFI_STALE_CLOSED;
+    if (ev->instance != instance) return NGXFFI_STALE_REUSED;
+    if (cy->strong_tags
+        && (c->generation & 0xffff) != (uint32_t) (tag >> NGXFFI_TAG_ADDRESS_BITS))
+    {
+        return NGXFFI_STALE_REUSED;
+    }
+    return 0;
+}
+
+/* The body of ngx_epoll_process_events' loop for half-events from..2n-1 (half-event
+   h is the read side of list[h/2] when even, its write side when odd). Marks events
+   ready as nginx does and, instead of calling handlers, appends slot*2+write to
+   cy->out (with NGXFFI_ACCEPT_QUEUE for an accept event when posting) and h to
+   cy->out_half. The epoll module calls the handlers, and calls this again from the
+   next half-event after one that changed the pool (ngxffi/event/modules/epoll.py,
+   _dispatch). With trace, cy->verdicts[h] gets the verdict of every half-event. */
+int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace)
+{
+    const struct epoll_event *list = cy->event_list;
+    int32_t *out = cy->out, *out_half = cy->out_half;
+    uint8_t *verdicts = trace ? cy->verdicts : NULL;
+    int h, k = 0, n = cy->batch_n;
+
+    for (h = from; h < 2 * n; h++) {
+        int i = h >> 1, write = h & 1, verdict;
+        uint64_t tag = list[i].data.u64;
+        uint32_t revents = list[i].events;
+        unsigned instance = (unsigned) (tag & 1);
+        intptr_t slot;
+        ngx_connection_t *c = ngxffi_decode(cy, tag, &slot);
+        ngx_event_t *ev;
+
+        if (c == NULL) {
+            if (!write && from == 0) cy->invalid_events++;  /* once per batch */
+            if (verdicts) verdicts[h] = NGXFFI_INVALID;
+            continue;
+        }
+
+        if (revents & (EPOLLERR|EPOLLHUP)) {
+            revents |= EPOLLIN|EPOLLOUT;
+        }
+
+        if (!write) {
+            ev = c->read;
+            verdict = ngxffi_stale(cy, c, ev, instance, tag);
+            if (verdict) {
+                /* nginx skips the whole event, write side included */
+                if (verdicts) verdicts[h] = verdicts[h + 1] = (uint8_t) verdict;
+                h++;
+                continue;
+            }
+            if (!(revents & EPOLLIN) || !ev->active) {
+                if (verdicts) verdicts[h] = NGXFFI_NONE;
+                continue;
+            }
+            if (revents & EPOLLRDHUP) ev->pending_eof = 1;
+            ev->ready = 1;
+            ev->available = -1;
+            if (ev->c_handler && !post && !verdicts
+                && !(revents & (EPOLLRDHUP|EPOLLERR|EPOLLHUP))
+                && ev->c_handler(cy, ev))
+            {
+                continue;  /* done in C: no Python call for this half-event */
+            }
+            out[k] = (int32_t) (slot * 2)
+                     | (post && ev->accept ? NGXFFI_ACCEPT_QUEUE : 0);
+
+        } else {
+            ev = c->write;
+            if (!(revents & EPOLLOUT) || !ev->active) {
+                if (verdicts) verdicts[h] = NGXFFI_NONE;
+                continue;
+            }
+            verdict = ngxffi_stale(cy, c, ev, instance, tag);
+            if (verdict) {
+                if (verdicts) verdicts[h] = (uint8_t) verdict;
+                continue;
+            }
+            ev->ready = 1;
+            out[k] = (int32_t) (slot * 2 + 1);
+        }
+
+        out_half[k++] = h;
+        if (verdicts) verdicts[h] = post ? NGXFFI_POSTED : NGXFFI_DISPATCHED;
+    }
+    return k;
+}
+
+/* epoll_wait and the first decision on its batch in one call: the per-batch cost of
+   crossing from Python to C is paid once. Returns -1 (errno set by epoll_wait), or
+   the number of handlers to call, with NGXFFI_BATCH_INVALID added when some tag was
+   not ours; cy->batch_n says how many events the kernel returned. */
+int ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace)
+{
+    uint64_t invalid = cy->invalid_events;
+    int k, n = epoll_wait(cy->ep, cy->event_list, cy->nevents, timer);
+
+    cy->batch_n = n < 0 ? 0 : n;
+    if (n <= 0) return n;
+    k = ngxffi_epoll_decide(cy, 0, post, trace);
+    return cy->invalid_events == invalid ? k : k | NGXFFI_BATCH_INVALID;
+}
+
+/* For ngxffi.selector: epoll_wait, then each event as fd << 2 | the selectors
+   module's mask, computed as EpollSelector.select does: EVENT_WRITE (2) for anything
+   but EPOLLIN, EVENT_READ (1) for anything but EPOLLOUT. -1 and errno on failure. */
+int ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents,
+                               int timeout, int32_t *codes)
+{
+    int i, n = epoll_wait(ep, list, maxevents, timeout);
+
+    for (i = 0; i < n; i++) {
+        uint32_t e = list[i].events;
+        codes[i] = ((int32_t) list[i].data.u64 << 2)
+                   | ((e & ~(uint32_t) EPOLLIN) ? 2 : 0)
+                   | ((e & ~(uint32_t) EPOLLOUT) ? 1 : 0);
+    }
+    return n;
+}
+
+/* The indexes of the pollfd entries with revents, for ngx_poll_process_events. */
+int ngxffi_poll_ready(const struct pollfd *list, int n, int32_t *out)
+{
+    int i, k = 0;
+
+    for (i = 0; i < n; i++) {
+        if (list[i].revents) out[k++] = i;
+    }
+    return k;
+}
