@@ -8,6 +8,17 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-
 CSRC   := $(wildcard src/*.c src/*.h)
 
+# $(call apt-ensure,COMMAND,PACKAGE): install the Debian package when the command is
+# missing, as benchmarks/run.py does for wrk and nginx (apt-get update only when the
+# first install fails; root only).
+define apt-ensure
+command -v $(1) >/dev/null 2>&1 || { \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "missing $(1): apt-get install $(2)" >&2; exit 1; fi; \
+	apt-get install -y -q $(2) >/dev/null 2>&1 \
+	|| { apt-get update -q >/dev/null && apt-get install -y -q $(2) >/dev/null; }; }
+endef
+
 .PHONY: run test bench lint docs clean
 
 run: $(STAMP)test
@@ -20,11 +31,14 @@ test: $(STAMP)test
 bench: $(STAMP)bench
 	$(PY) benchmarks/run.py
 
-# mypy reads the tests and benchmarks too: their dependencies come first
+# mypy reads the tests and benchmarks too: their dependencies come first. The C's
+# format is .clang-format's (Debian 12's clang-format 14).
 lint: $(STAMP)test $(STAMP)bench $(STAMP)lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	@$(call apt-ensure,clang-format,clang-format)
+	clang-format --dry-run --Werror src/*.c src/*.h
 
 # The documentation site (Sphinx: guides in Markdown, API reference from the
 # docstrings) in docs/_build/html; any warning fails the build.

@@ -6,7 +6,8 @@
 
 /* ngx_event_process_init: every slot free, fd -1, both events closed, read
    instance 1; the free list runs c[0] -> c[1] -> ... so c[0] is taken first. */
-void ngxffi_init_connections(ngxffi_cycle_t *cy)
+void
+ngxffi_init_connections(ngxffi_cycle_t *cy)
 {
     ngx_connection_t *next = NULL;
     uintptr_t i = cy->connection_n;
@@ -28,7 +29,8 @@ void ngxffi_init_connections(ngxffi_cycle_t *cy)
 }
 
 /* Drop what a C handler left for Python (taken, or the connection is gone). */
-void ngxffi_stash_free(ngx_connection_t *c)
+void
+ngxffi_stash_free(ngx_connection_t *c)
 {
     free(c->stash);
     c->stash = NULL;
@@ -38,37 +40,49 @@ void ngxffi_stash_free(ngx_connection_t *c)
 
 /* ngx_reusable_connection's queue: idle connections, oldest first, that
    ngx_drain_connections may close. Intrusive, as nginx's ngx_queue_t in the
-   connection, so that the many idle connections cost no memory beyond their slot. */
-static void ngxffi_queue_unlink(ngxffi_cycle_t *cy, ngx_connection_t *c)
+   connection, so that the many idle connections cost no memory beyond their
+   slot. */
+static void
+ngxffi_queue_unlink(ngxffi_cycle_t *cy, ngx_connection_t *c)
 {
     if (!c->queued) return;
-    if (c->queue_prev) c->queue_prev->queue_next = c->queue_next;
-    else cy->reusable_oldest = c->queue_next;
-    if (c->queue_next) c->queue_next->queue_prev = c->queue_prev;
-    else cy->reusable_newest = c->queue_prev;
+    if (c->queue_prev) {
+        c->queue_prev->queue_next = c->queue_next;
+    } else {
+        cy->reusable_oldest = c->queue_next;
+    }
+    if (c->queue_next) {
+        c->queue_next->queue_prev = c->queue_prev;
+    } else {
+        cy->reusable_newest = c->queue_prev;
+    }
     c->queue_prev = c->queue_next = NULL;
     c->queued = 0;
     cy->reusable_n--;
 }
 
-void ngxffi_reusable_connection(ngxffi_cycle_t *cy, ngx_connection_t *c,
-                                unsigned reusable)
+void
+ngxffi_reusable_connection(ngxffi_cycle_t *cy, ngx_connection_t *c,
+                           unsigned reusable)
 {
     ngxffi_queue_unlink(cy, c);
     c->reusable = reusable;
     if (!reusable) return;
     c->queue_prev = cy->reusable_newest;
     c->queue_next = NULL;
-    if (cy->reusable_newest) cy->reusable_newest->queue_next = c;
-    else cy->reusable_oldest = c;
+    if (cy->reusable_newest) {
+        cy->reusable_newest->queue_next = c;
+    } else {
+        cy->reusable_oldest = c;
+    }
     cy->reusable_newest = c;
     c->queued = 1;
     cy->reusable_n++;
 }
 
 /* Up to n slots of the queue, oldest first; returns how many. */
-intptr_t ngxffi_reusable_slots(const ngxffi_cycle_t *cy, int32_t *out,
-                               intptr_t n)
+intptr_t
+ngxffi_reusable_slots(const ngxffi_cycle_t *cy, int32_t *out, intptr_t n)
 {
     intptr_t i = 0;
     const ngx_connection_t *c;
@@ -79,10 +93,11 @@ intptr_t ngxffi_reusable_slots(const ngxffi_cycle_t *cy, int32_t *out,
     return i;
 }
 
-/* ngx_get_connection, without the drain and the files[] bookkeeping (done by the
-   caller): pop the free list, zero the connection and both events, flip the instance
-   bit on both. Returns the slot, or -1 when the pool is empty. */
-intptr_t ngxffi_get_connection(ngxffi_cycle_t *cy, int fd)
+/* ngx_get_connection, without the drain and the files[] bookkeeping (done by
+   the caller): pop the free list, zero the connection and both events, flip the
+   instance bit on both. Returns the slot, or -1 when the pool is empty. */
+intptr_t
+ngxffi_get_connection(ngxffi_cycle_t *cy, int fd)
 {
     ngx_connection_t *c = cy->free_connections;
     ngx_event_t *rev, *wev;
@@ -91,7 +106,7 @@ intptr_t ngxffi_get_connection(ngxffi_cycle_t *cy, int fd)
 
     if (c == NULL) return -1;
 
-    ngxffi_queue_unlink(cy, c);   /* freed without close_connection: forget it */
+    ngxffi_queue_unlink(cy, c); /* freed without close_connection: forget it */
     cy->free_connections = c->data;
     cy->free_connection_n--;
 
@@ -118,8 +133,9 @@ intptr_t ngxffi_get_connection(ngxffi_cycle_t *cy, int fd)
     return c - cy->connections;
 }
 
-/* ngx_free_connection: push on the free list (LIFO); fd and instance untouched. */
-void ngxffi_free_connection(ngxffi_cycle_t *cy, uintptr_t slot)
+/* ngx_free_connection: push on the free list (LIFO); fd and instance stay. */
+void
+ngxffi_free_connection(ngxffi_cycle_t *cy, uintptr_t slot)
 {
     ngx_connection_t *c = &cy->connections[slot];
 

@@ -6,7 +6,7 @@
 #ifndef NGX_CONNECTION_H_INCLUDED
 #define NGX_CONNECTION_H_INCLUDED
 
-#define NGXFFI_INVALID_INDEX     0xd0d0d0d0      /* NGX_INVALID_INDEX */
+#define NGXFFI_INVALID_INDEX 0xd0d0d0d0 /* NGX_INVALID_INDEX */
 
 /* cffi cdef: begin */
 void ngxffi_init_connections(ngxffi_cycle_t *cy);
@@ -15,7 +15,8 @@ void ngxffi_free_connection(ngxffi_cycle_t *cy, uintptr_t slot);
 void ngxffi_stash_free(ngx_connection_t *c);
 void ngxffi_reusable_connection(ngxffi_cycle_t *cy, ngx_connection_t *c,
                                 unsigned reusable);
-intptr_t ngxffi_reusable_slots(const ngxffi_cycle_t *cy, int32_t *out, intptr_t n);
+intptr_t ngxffi_reusable_slots(const ngxffi_cycle_t *cy, int32_t *out,
+                               intptr_t n);
 /* cffi cdef: end */
 
 #endif /* NGX_CONNECTION_H_INCLUDED */

@@ -4,10 +4,12 @@
 
 #include "ngxffi.h"
 
-/* (uintptr_t) c | instance, as ngx_epoll_add_event writes it into data.ptr; strong
-   tags add the connection's generation in the bits above the user address space. */
-uint64_t ngxffi_tag(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
-                           unsigned instance)
+/* (uintptr_t) c | instance, as ngx_epoll_add_event writes it into data.ptr;
+   strong tags add the connection's generation in the bits above the user
+   address space. */
+uint64_t
+ngxffi_tag(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
+           unsigned instance)
 {
     uint64_t tag = (uint64_t) (uintptr_t) c | (instance & 1);
 
@@ -17,14 +19,15 @@ uint64_t ngxffi_tag(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
     return tag;
 }
 
-/* The connection a tag names, or NULL: the address must be one of this cycle's slots
-   (exactly, not inside one) or its static notify connection. This is what nginx does
-   not check; a NULL here means the value is never dereferenced. */
-static ngx_connection_t *ngxffi_decode(const ngxffi_cycle_t *cy, uint64_t tag,
-                                       intptr_t *slot)
+/* The connection a tag names, or NULL: the address must be one of this cycle's
+   slots (exactly, not inside one) or its static notify connection. This is what
+   nginx does not check; a NULL here means the value is never dereferenced. */
+static ngx_connection_t *
+ngxffi_decode(const ngxffi_cycle_t *cy, uint64_t tag, intptr_t *slot)
 {
     uint64_t mask = cy->strong_tags
-                    ? (((uint64_t) 1 << NGXFFI_TAG_ADDRESS_BITS) - 2) : ~(uint64_t) 1;
+                        ? (((uint64_t) 1 << NGXFFI_TAG_ADDRESS_BITS) - 2)
+                        : ~(uint64_t) 1;
     uintptr_t addr = (uintptr_t) (tag & mask);
     uintptr_t base = (uintptr_t) cy->connections;
     uintptr_t offset = addr - base;
@@ -42,15 +45,17 @@ static ngx_connection_t *ngxffi_decode(const ngxffi_cycle_t *cy, uint64_t tag,
     return NULL;
 }
 
-intptr_t ngxffi_tag_slot(const ngxffi_cycle_t *cy, uint64_t tag)
+intptr_t
+ngxffi_tag_slot(const ngxffi_cycle_t *cy, uint64_t tag)
 {
     intptr_t slot = -1;
     ngxffi_decode(cy, tag, &slot);
     return slot;
 }
 
-int ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op,
-                            ngx_connection_t *c, uint32_t events, unsigned instance)
+int
+ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op, ngx_connection_t *c,
+                 uint32_t events, unsigned instance)
 {
     struct epoll_event ee;
 
@@ -59,29 +64,33 @@ int ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op,
     return epoll_ctl(ep, op, c->fd, &ee);
 }
 
-/* The stale test of ngx_epoll_process_events: closed (fd -1) or closed and reused
-   (instance flipped; with strong tags, also a different generation). */
-static int ngxffi_stale(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
-                        const ngx_event_t *ev, unsigned instance, uint64_t tag)
+/* The stale test of ngx_epoll_process_events: closed (fd -1) or closed and
+   reused (instance flipped; with strong tags, also a different generation). */
+static int
+ngxffi_stale(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
+             const ngx_event_t *ev, unsigned instance, uint64_t tag)
 {
     if (c->fd == -1) return NGXFFI_STALE_CLOSED;
     if (ev->instance != instance) return NGXFFI_STALE_REUSED;
     if (cy->strong_tags
-        && (c->generation & 0xffff) != (uint32_t) (tag >> NGXFFI_TAG_ADDRESS_BITS))
+        && (c->generation & 0xffff)
+               != (uint32_t) (tag >> NGXFFI_TAG_ADDRESS_BITS))
     {
         return NGXFFI_STALE_REUSED;
     }
     return 0;
 }
 
-/* The body of ngx_epoll_process_events' loop for half-events from..2n-1 (half-event
-   h is the read side of list[h/2] when even, its write side when odd). Marks events
-   ready as nginx does and, instead of calling handlers, appends slot*2+write to
-   cy->out (with NGXFFI_ACCEPT_QUEUE for an accept event when posting) and h to
-   cy->out_half. The epoll module calls the handlers, and calls this again from the
-   next half-event after one that changed the pool (ngxffi/event/modules/epoll.py,
-   _dispatch). With trace, cy->verdicts[h] gets the verdict of every half-event. */
-int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace)
+/* The body of ngx_epoll_process_events' loop for half-events from..2n-1
+   (half-event h is the read side of list[h/2] when even, its write side when
+   odd). Marks events ready as nginx does and, instead of calling handlers,
+   appends slot*2+write to cy->out (with NGXFFI_ACCEPT_QUEUE for an accept event
+   when posting) and h to cy->out_half. The epoll module calls the handlers, and
+   calls this again from the next half-event after one that changed the pool
+   (ngxffi/event/modules/epoll.py, _dispatch). With trace, cy->verdicts[h] gets
+   the verdict of every half-event. */
+int
+ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace)
 {
     const struct epoll_event *list = cy->event_list;
     int32_t *out = cy->out, *out_half = cy->out_half;
@@ -98,13 +107,13 @@ int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace)
         ngx_event_t *ev;
 
         if (c == NULL) {
-            if (!write && from == 0) cy->invalid_events++;  /* once per batch */
+            if (!write && from == 0) cy->invalid_events++; /* once per batch */
             if (verdicts) verdicts[h] = NGXFFI_INVALID;
             continue;
         }
 
-        if (revents & (EPOLLERR|EPOLLHUP)) {
-            revents |= EPOLLIN|EPOLLOUT;
+        if (revents & (EPOLLERR | EPOLLHUP)) {
+            revents |= EPOLLIN | EPOLLOUT;
         }
 
         if (!write) {
@@ -124,10 +133,10 @@ int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace)
             ev->ready = 1;
             ev->available = -1;
             if (ev->c_handler && !post && !verdicts
-                && !(revents & (EPOLLRDHUP|EPOLLERR|EPOLLHUP))
+                && !(revents & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))
                 && ev->c_handler(cy, ev))
             {
-                continue;  /* done in C: no Python call for this half-event */
+                continue; /* done in C: no Python call for this half-event */
             }
             out[k] = (int32_t) (slot * 2)
                      | (post && ev->accept ? NGXFFI_ACCEPT_QUEUE : 0);
@@ -153,11 +162,13 @@ int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace)
     return k;
 }
 
-/* epoll_wait and the first decision on its batch in one call: the per-batch cost of
-   crossing from Python to C is paid once. Returns -1 (errno set by epoll_wait), or
-   the number of handlers to call, with NGXFFI_BATCH_INVALID added when some tag was
-   not ours; cy->batch_n says how many events the kernel returned. */
-int ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace)
+/* epoll_wait and the first decision on its batch in one call: the per-batch
+   cost of crossing from Python to C is paid once. Returns -1 (errno set by
+   epoll_wait), or the number of handlers to call, with NGXFFI_BATCH_INVALID
+   added when some tag was not ours; cy->batch_n says how many events the kernel
+   returned. */
+int
+ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace)
 {
     uint64_t invalid = cy->invalid_events;
     int k, n = epoll_wait(cy->ep, cy->event_list, cy->nevents, timer);
@@ -169,10 +180,12 @@ int ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace)
 }
 
 /* For ngxffi.selector: epoll_wait, then each event as fd << 2 | the selectors
-   module's mask, computed as EpollSelector.select does: EVENT_WRITE (2) for anything
-   but EPOLLIN, EVENT_READ (1) for anything but EPOLLOUT. -1 and errno on failure. */
-int ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents,
-                               int timeout, int32_t *codes)
+   module's mask, computed as EpollSelector.select does: EVENT_WRITE (2) for
+   anything but EPOLLIN, EVENT_READ (1) for anything but EPOLLOUT. -1 and errno
+   on failure. */
+int
+ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents,
+                    int timeout, int32_t *codes)
 {
     int i, n = epoll_wait(ep, list, maxevents, timeout);
 
@@ -185,8 +198,9 @@ int ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents,
     return n;
 }
 
-/* The indexes of the pollfd entries with revents, for ngx_poll_process_events. */
-int ngxffi_poll_ready(const struct pollfd *list, int n, int32_t *out)
+/* The indexes of the pollfd entries with revents (ngx_poll_process_events). */
+int
+ngxffi_poll_ready(const struct pollfd *list, int n, int32_t *out)
 {
     int i, k = 0;
 

@@ -8,26 +8,31 @@
 #ifndef NGX_EPOLL_H_INCLUDED
 #define NGX_EPOLL_H_INCLUDED
 
-#define NGXFFI_TAG_ADDRESS_BITS  48              /* strong tags: generation above */
-#define NGXFFI_ACCEPT_QUEUE      (1 << 30)       /* decide: post to the accept queue */
-#define NGXFFI_BATCH_INVALID     (1 << 30)       /* process: the batch had bad tags */
+#define NGXFFI_TAG_ADDRESS_BITS 48        /* strong tags: generation above */
+#define NGXFFI_ACCEPT_QUEUE     (1 << 30) /* decide: post to the accept queue */
+#define NGXFFI_BATCH_INVALID    (1 << 30) /* process: the batch had bad tags */
 
-enum {                                            /* per half-event verdicts */
-    NGXFFI_NONE, NGXFFI_DISPATCHED, NGXFFI_POSTED, NGXFFI_STALE_CLOSED,
-    NGXFFI_STALE_REUSED, NGXFFI_INVALID
+/* per half-event verdicts */
+enum {
+    NGXFFI_NONE,
+    NGXFFI_DISPATCHED,
+    NGXFFI_POSTED,
+    NGXFFI_STALE_CLOSED,
+    NGXFFI_STALE_REUSED,
+    NGXFFI_INVALID
 };
 
 /* cffi cdef: begin */
 uint64_t ngxffi_tag(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
                     unsigned instance);
 intptr_t ngxffi_tag_slot(const ngxffi_cycle_t *cy, uint64_t tag);
-int ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op, ngx_connection_t *c,
-                     uint32_t events, unsigned instance);
+int ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op,
+                     ngx_connection_t *c, uint32_t events, unsigned instance);
 int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace);
 int ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace);
 int ngxffi_poll_ready(const struct pollfd *list, int n, int32_t *out);
-int ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents, int timeout,
-                        int32_t *codes);
+int ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents,
+                        int timeout, int32_t *codes);
 /* cffi cdef: end */
 
 #endif /* NGX_EPOLL_H_INCLUDED */

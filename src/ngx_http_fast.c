@@ -5,33 +5,36 @@
 #include "ngxffi.h"
 #include "ngx_http_class.h"
 
-#define ngxffi_is(ch, cls)  (ngxffi_http_class[(unsigned char) (ch)] & (cls))
+#define ngxffi_is(ch, cls) (ngxffi_http_class[(unsigned char) (ch)] & (cls))
 
-static int ngxffi_name_is(const char *p, size_t n, const char *name, size_t len)
+static int
+ngxffi_name_is(const char *p, size_t n, const char *name, size_t len)
 {
     return n == len && strncasecmp(p, name, n) == 0;
 }
 
-#define ngxffi_name(p, n, name)  ngxffi_name_is(p, n, name, sizeof(name) - 1)
+#define ngxffi_name(p, n, name) ngxffi_name_is(p, n, name, sizeof(name) - 1)
 
-#define NGXFFI_HTTP_LINE_MAX 8000  /* below large_client_header_buffers' 8k */
+#define NGXFFI_HTTP_LINE_MAX 8000 /* below large_client_header_buffers' 8k */
 
 /* A Connection value that is exactly "keep-alive" (any case, OWS around it), as
    many HTTP/1.1 clients send: it changes nothing for llhttp. */
-static int ngxffi_keep_alive(const char *value, const char *end)
+static int
+ngxffi_keep_alive(const char *value, const char *end)
 {
     while (value < end && (*value == ' ' || *value == '\t')) value++;
     while (end > value && (end[-1] == ' ' || end[-1] == '\t')) end--;
     return end - value == 10 && strncasecmp(value, "keep-alive", 10) == 0;
 }
 
-/* The length of one complete request at p that is a plain keep-alive GET: request
-   line "GET <target> HTTP/1.1", header lines "name: value", exactly one Host, none
-   of the headers that change how a request is framed or answered (Content-Length,
-   Transfer-Encoding, Proxy-Connection, Upgrade, Expect; Connection unless it says
-   keep-alive), target not the skipped path. 0 for anything else, complete or not:
-   Python decides then. */
-size_t ngxffi_http_simple(const ngxffi_http_fast_t *f, const char *p, size_t n)
+/* The length of one complete request at p that is a plain keep-alive GET:
+   request line "GET <target> HTTP/1.1", header lines "name: value", exactly one
+   Host, none of the headers that change how a request is framed or answered
+   (Content-Length, Transfer-Encoding, Proxy-Connection, Upgrade, Expect;
+   Connection unless it says keep-alive), target not the skipped path. 0 for
+   anything else, complete or not: Python decides then. */
+size_t
+ngxffi_http_simple(const ngxffi_http_fast_t *f, const char *p, size_t n)
 {
     const char *end = p + n, *q = p + 4, *target, *line, *query, *value;
     size_t path_len, len;
@@ -44,12 +47,13 @@ size_t ngxffi_http_simple(const ngxffi_http_fast_t *f, const char *p, size_t n)
     if (end - q < 11 || memcmp(q, " HTTP/1.1\r\n", 11) != 0) return 0;
     query = memchr(target, '?', (size_t) (q - target));
     path_len = (size_t) ((query ? query : q) - target);
-    if (f->skip_path_len == path_len && memcmp(target, f->skip_path, path_len) == 0) {
+    if (f->skip_path_len == path_len
+        && memcmp(target, f->skip_path, path_len) == 0) {
         return 0;
     }
     q += 11;
 
-    for ( ;; ) {
+    for (;;) {
         if (end - q < 2) return 0;
         if (q[0] == '\r') {
             if (q[1] != '\n') return 0;
@@ -81,9 +85,11 @@ size_t ngxffi_http_simple(const ngxffi_http_fast_t *f, const char *p, size_t n)
     return host == 1 ? (size_t) (q - p) : 0;
 }
 
-/* "Date: Mon, 23 Nov 2026 14:13:05 GMT\r\n", as email.utils.formatdate(usegmt=True)
-   and nginx's ngx_cached_http_time print it (names in English, whatever the locale). */
-void ngxffi_http_date(ngxffi_http_fast_t *f, int64_t sec)
+/* "Date: Mon, 23 Nov 2026 14:13:05 GMT\r\n", as nginx's ngx_cached_http_time
+   and email.utils.formatdate(usegmt=True) print it (names in English, whatever
+   the locale). */
+void
+ngxffi_http_date(ngxffi_http_fast_t *f, int64_t sec)
 {
     static const char days[] = "SunMonTueWedThuFriSat";
     static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
@@ -100,7 +106,8 @@ void ngxffi_http_date(ngxffi_http_fast_t *f, int64_t sec)
     f->date_sec = sec;
 }
 
-static uint64_t ngxffi_msec(const ngxffi_cycle_t *cy)
+static uint64_t
+ngxffi_msec(const ngxffi_cycle_t *cy)
 {
     struct timespec ts;
 
@@ -111,13 +118,14 @@ static uint64_t ngxffi_msec(const ngxffi_cycle_t *cy)
 
 /* Keep what Python must finish: input to parse, or output still to send. The C
    handler stays off until Python puts it back. */
-static int ngxffi_http_leave(ngx_event_t *rev, const char *p, size_t n, int output)
+static int
+ngxffi_http_leave(ngx_event_t *rev, const char *p, size_t n, int output)
 {
     ngx_connection_t *c = rev->data;
 
     rev->c_handler = NULL;
     c->stash = malloc(n ? n : 1);
-    if (c->stash == NULL) return 0;  /* Python reads the socket as usual */
+    if (c->stash == NULL) return 0; /* Python reads the socket as usual */
     memcpy(c->stash, p, n);
     c->stash_len = (uint32_t) n;
     c->stash_out = (unsigned) output;
@@ -125,12 +133,13 @@ static int ngxffi_http_leave(ngx_event_t *rev, const char *p, size_t n, int outp
 }
 
 /* The read handler of an idle keep-alive connection whose server answers every
-   request with one fixed response (ngx_http_keepalive_handler plus `return`, for
-   the plain case): read once; if what came is whole plain requests, answer them all
-   in one send, count them, make the connection the most recently used reusable one
-   and note the time for its keep-alive timer. Anything else, EOF and errors too,
-   is Python's: the bytes read are stashed on the connection. */
-int ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
+   request with one fixed response (ngx_http_keepalive_handler plus `return`,
+   for the plain case): read once; if what came is whole plain requests, answer
+   them all in one send, count them, make the connection the most recently used
+   reusable one and note the time for its keep-alive timer. Anything else, EOF
+   and errors too, is Python's: the bytes read are stashed on the connection. */
+int
+ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
 {
     ngxffi_http_fast_t *f = rev->c_ctx;
     ngx_connection_t *c = rev->data;
@@ -145,8 +154,10 @@ int ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
         rev->ready = 0;
         return 1;
     }
-    if (n <= 0) return 0;  /* EOF or an error: Python reads it again and closes */
-    if ((size_t) n == f->size) return ngxffi_http_leave(rev, f->buf, (size_t) n, 0);
+    if (n <= 0) return 0; /* EOF or an error: Python reads again, closes */
+    if ((size_t) n == f->size) {
+        return ngxffi_http_leave(rev, f->buf, (size_t) n, 0);
+    }
 
     clock_gettime(CLOCK_REALTIME, &now);
     if ((int64_t) now.tv_sec != f->date_sec) ngxffi_http_date(f, now.tv_sec);
@@ -156,20 +167,21 @@ int ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
         if (len == 0 || f->date_len == 0 || out + each > f->out_size
             || c->requests + served + 1 >= f->keepalive_requests)
         {
-            rev->ready = 0;  /* drained: the short read says so */
+            rev->ready = 0; /* drained: the short read says so */
             return ngxffi_http_leave(rev, f->buf, (size_t) n, 0);
         }
         memcpy(f->out + out, f->head, f->head_len);
         memcpy(f->out + out + f->head_len, f->date, f->date_len);
         memcpy(f->out + out + f->head_len + f->date_len,
                "Connection: keep-alive\r\n\r\n", 26);
-        memcpy(f->out + out + f->head_len + f->date_len + 26, f->body, f->body_len);
+        memcpy(f->out + out + f->head_len + f->date_len + 26, f->body,
+               f->body_len);
         out += each;
         used += len;
         served++;
     }
 
-    rev->ready = 0;  /* a short read drained the socket (EPOLLRDHUP is in use) */
+    rev->ready = 0; /* a short read drained the socket (EPOLLRDHUP is in use) */
     f->answered += served;
     c->requests += served;
     ngxffi_atomic_add(f->requests, (int64_t) served);
@@ -178,6 +190,6 @@ int ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
 
     sent = send(c->fd, f->out, out, MSG_NOSIGNAL);
     if (sent == (ssize_t) out) return 1;
-    if (sent < 0) sent = 0;  /* EAGAIN, or an error Python's write will see */
+    if (sent < 0) sent = 0; /* EAGAIN, or an error Python's write will see */
     return ngxffi_http_leave(rev, f->out + sent, out - (size_t) sent, 1);
 }

@@ -9,21 +9,21 @@
 
 /* cffi cdef: begin */
 typedef struct {
-    int enabled;                  /* 0: every request goes to Python */
-    const char *head;             /* the response head up to (without) Date */
+    int enabled;      /* 0: every request goes to Python */
+    const char *head; /* the response head up to (without) Date */
     size_t head_len;
     const char *body;
     size_t body_len;
-    const char *skip_path;        /* a path Python answers (stub_status) */
+    const char *skip_path; /* a path Python answers (stub_status) */
     size_t skip_path_len;
     uint64_t keepalive_requests;
-    int64_t *requests;            /* stub_status's shared counter */
-    uint64_t answered;            /* requests this handler answered (for tests) */
-    char *buf;                    /* the read buffer, and the output buffer */
+    int64_t *requests; /* stub_status's shared counter */
+    uint64_t answered; /* requests this handler answered (for tests) */
+    char *buf;         /* the read buffer, and the output buffer */
     size_t size;
     char *out;
     size_t out_size;
-    int64_t date_sec;             /* the Date line, formatted once a second */
+    int64_t date_sec; /* the Date line, formatted once a second */
     char date[40];
     size_t date_len;
 } ngxffi_http_fast_t;

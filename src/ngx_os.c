@@ -4,30 +4,52 @@
 
 #include "ngxffi.h"
 
-int ngxffi_get_status_flags(int fd) { return fcntl(fd, F_GETFL); }
+int
+ngxffi_get_status_flags(int fd)
+{
+    return fcntl(fd, F_GETFL);
+}
 
 /* prctl(2) is variadic too: a worker asks for a signal when its master dies. */
-int ngxffi_pdeathsig(int signum) { return prctl(PR_SET_PDEATHSIG, signum); }
-int ngxffi_set_status_flags(int fd, int fl) { return fcntl(fd, F_SETFL, fl); }
-int ngxffi_get_fd_flags(int fd) { return fcntl(fd, F_GETFD); }
+int
+ngxffi_pdeathsig(int signum)
+{
+    return prctl(PR_SET_PDEATHSIG, signum);
+}
 
-/* ngx_nonblocking / ngx_blocking (src/os/unix/ngx_socket.c), with F_GETFL/F_SETFL
-   rather than FIONBIO so that they work on any descriptor, not just sockets. */
-int ngxffi_nonblocking(int fd)
+int
+ngxffi_set_status_flags(int fd, int fl)
+{
+    return fcntl(fd, F_SETFL, fl);
+}
+
+int
+ngxffi_get_fd_flags(int fd)
+{
+    return fcntl(fd, F_GETFD);
+}
+
+/* ngx_nonblocking / ngx_blocking (src/os/unix/ngx_socket.c), with F_GETFL and
+   F_SETFL rather than FIONBIO so that they work on any descriptor, not just
+   sockets. */
+int
+ngxffi_nonblocking(int fd)
 {
     int flags = fcntl(fd, F_GETFL);
     if (flags == -1) return -1;
     return (flags & O_NONBLOCK) ? 0 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
-int ngxffi_blocking(int fd)
+int
+ngxffi_blocking(int fd)
 {
     int flags = fcntl(fd, F_GETFL);
     if (flags == -1) return -1;
     return (flags & O_NONBLOCK) ? fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) : 0;
 }
 
-int ngxffi_set_cloexec(int fd, int on)
+int
+ngxffi_set_cloexec(int fd, int on)
 {
     int flags = fcntl(fd, F_GETFD);
     if (flags == -1) return -1;

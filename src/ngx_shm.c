@@ -5,21 +5,25 @@
 #include "ngxffi.h"
 
 /* ngx_atomic_fetch_add: safe between processes sharing the memory. */
-int64_t ngxffi_atomic_add(int64_t *value, int64_t delta)
+int64_t
+ngxffi_atomic_add(int64_t *value, int64_t delta)
 {
     return __atomic_fetch_add(value, delta, __ATOMIC_SEQ_CST);
 }
 
-/* ngx_atomic_cmp_set: the accept mutex's trylock (0 -> pid) and unlock (pid -> 0). */
-int ngxffi_atomic_cas(int64_t *value, int64_t expected, int64_t desired)
+/* ngx_atomic_cmp_set: the accept mutex's trylock (0 -> pid) and unlock
+   (pid -> 0). */
+int
+ngxffi_atomic_cas(int64_t *value, int64_t expected, int64_t desired)
 {
     return __atomic_compare_exchange_n(value, &expected, desired, 0,
                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 
-/* One connection moving between two counters (stub_status reading/writing/waiting),
-   in one call from Python. */
-void ngxffi_atomic_move(int64_t *from, int64_t *to)
+/* One connection moving between two counters (stub_status's reading, writing,
+   waiting), in one call from Python. */
+void
+ngxffi_atomic_move(int64_t *from, int64_t *to)
 {
     __atomic_fetch_sub(from, 1, __ATOMIC_SEQ_CST);
     __atomic_fetch_add(to, 1, __ATOMIC_SEQ_CST);

@@ -8,7 +8,8 @@
 
 /* cffi cdef: begin */
 
-/* stub_status's counters (the ngx_stat_* atomics); in shared memory with workers. */
+/* stub_status's counters (the ngx_stat_* atomics), in memory shared with the
+   workers. */
 typedef struct {
     int64_t accepted;
     int64_t handled;
@@ -17,7 +18,7 @@ typedef struct {
     int64_t reading;
     int64_t writing;
     int64_t waiting;
-    int64_t accept_mutex;  /* ngx_accept_mutex: 0, or the pid holding it */
+    int64_t accept_mutex; /* ngx_accept_mutex: 0, or the pid holding it */
 } ngxffi_stats_t;
 
 int64_t ngxffi_atomic_add(int64_t *value, int64_t delta);

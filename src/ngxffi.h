@@ -57,18 +57,19 @@ typedef struct ngx_event_s ngx_event_t;
 typedef struct ngx_connection_s ngx_connection_t;
 typedef struct ngxffi_cycle_s ngxffi_cycle_t;
 
-/* A handler in C (nginx's ev->handler), run by the epoll module inside the batch:
-   1 when it did all there was to do, 0 to have the Python handler called. It may
-   not open, close or re-register connections: it runs while the batch is decided. */
+/* A handler in C (nginx's ev->handler), run by the epoll module inside the
+   batch: 1 when it did all there was to do, 0 to have the Python handler
+   called. It may not open, close or re-register connections: it runs while the
+   batch is decided. */
 typedef int (*ngxffi_c_handler_pt)(ngxffi_cycle_t *cy, ngx_event_t *ev);
 
 struct ngx_event_s {
-    void *data;                   /* the connection this event belongs to */
+    void *data; /* the connection this event belongs to */
 
     unsigned write:1;
     unsigned accept:1;
-    unsigned instance:1;          /* stale-event bit: ngx_epoll_process_events */
-    unsigned active:1;            /* registered in the kernel */
+    unsigned instance:1; /* stale-event bit: ngx_epoll_process_events */
+    unsigned active:1;   /* registered in the kernel */
     unsigned disabled:1;
     unsigned ready:1;
     unsigned oneshot:1;
@@ -84,23 +85,24 @@ struct ngx_event_s {
     unsigned closed:1;
     unsigned cancelable:1;
 
-    int available;                /* accept: how many; read: bytes, -1 unknown */
-    uintptr_t index;              /* poll: slot in the pollfd array */
-    uintptr_t timer_key;          /* ngx_current_msec + timer, compared signed */
+    int available;       /* accept: how many; read: bytes, -1 unknown */
+    uintptr_t index;     /* poll: slot in the pollfd array */
+    uintptr_t timer_key; /* ngx_current_msec + timer, compared signed */
 
-    ngxffi_c_handler_pt c_handler; /* ngxffi: tried first for a read event, or NULL */
-    void *c_ctx;                  /* the C handler's configuration */
+    /* ngxffi: tried first for a read event, or NULL; its configuration */
+    ngxffi_c_handler_pt c_handler;
+    void *c_ctx;
 };
 
 struct ngx_connection_s {
-    void *data;                   /* next free connection while free */
+    void *data; /* next free connection while free */
     ngx_event_t *read;
     ngx_event_t *write;
     int fd;
     socklen_t socklen;
     struct sockaddr *sockaddr;
     off_t sent;
-    uintptr_t number;             /* global accept counter */
+    uintptr_t number; /* global accept counter */
     uintptr_t requests;
     uint32_t generation;          /* ngxffi: bumped by every get_connection */
     ngx_connection_t *queue_prev; /* the reusable queue (nginx's c->queue) */
@@ -117,12 +119,12 @@ struct ngx_connection_s {
     unsigned sendfile:1;
     unsigned tcp_nodelay:2;
     unsigned tcp_nopush:2;
-    unsigned queued:1;            /* ngxffi: linked in the reusable queue */
-    unsigned stash_out:1;         /* the stash is output to send, not input to parse */
+    unsigned queued:1;    /* ngxffi: linked in the reusable queue */
+    unsigned stash_out:1; /* the stash is output to send, not input to parse */
 
-    char *stash;                  /* ngxffi: what a C handler leaves to Python */
+    char *stash; /* ngxffi: what a C handler leaves to Python */
     uint32_t stash_len;
-    uint64_t c_msec;              /* when a C handler last answered (monotonic ms) */
+    uint64_t c_msec; /* when a C handler last answered (monotonic ms) */
 };
 
 /* What the C helpers need of ngx_cycle_t. */
@@ -133,22 +135,25 @@ struct ngxffi_cycle_s {
     uintptr_t connection_n;
     ngx_connection_t *free_connections;
     uintptr_t free_connection_n;
-    ngx_connection_t *notify;     /* a static connection outside the pool, or NULL */
-    int strong_tags;              /* generation in the tag's high 16 bits */
-    uint64_t invalid_events;      /* kernel events whose tag was not ours */
-    ngx_connection_t *reusable_oldest;  /* reusable_connections_queue, both ends */
+    ngx_connection_t *notify; /* static, outside the pool, or NULL */
+    int strong_tags;          /* generation in the tag's high 16 bits */
+    uint64_t invalid_events;  /* kernel events whose tag was not ours */
+
+    /* reusable_connections_queue, both ends */
+    ngx_connection_t *reusable_oldest;
     ngx_connection_t *reusable_newest;
     uintptr_t reusable_n;
 
-    /* the epoll module's state, so that its per-batch calls take few arguments */
+    /* the epoll module's state, so that its per-batch calls take few
+       arguments */
     int ep;
     struct epoll_event *event_list;
     int nevents;
-    int batch_n;                  /* events the last epoll_wait returned */
-    int32_t *out;                 /* decided handler calls: slot * 2 + write */
-    int32_t *out_half;            /* the half-event each of them came from */
-    uint8_t *verdicts;            /* per half-event, for the trace */
-    uint64_t clock_offset;        /* added to CLOCK_MONOTONIC, as cycle.clock_offset */
+    int batch_n;           /* events the last epoll_wait returned */
+    int32_t *out;          /* decided handler calls: slot * 2 + write */
+    int32_t *out_half;     /* the half-event each of them came from */
+    uint8_t *verdicts;     /* per half-event, for the trace */
+    uint64_t clock_offset; /* added to CLOCK_MONOTONIC (cycle.clock_offset) */
 };
 
 /* cffi cdef: end */
