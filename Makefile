@@ -8,6 +8,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-
 CSRC   := $(wildcard src/*.c src/*.h)
 
+# The C's warnings (build_ffi.py) are errors in every build made here, CI's too; a
+# plain `pip install` keeps them warnings. `make test NGXFFI_WERROR=0` builds without.
+NGXFFI_WERROR ?= 1
+export NGXFFI_WERROR
+
 # $(call apt-ensure,COMMAND,PACKAGE): install the Debian package when the command is
 # missing, as benchmarks/run.py does for wrk and nginx (apt-get update only when the
 # first install fails; root only).

@@ -66,7 +66,7 @@ ngxffi_reusable_connection(ngxffi_cycle_t *cy, ngx_connection_t *c,
                            unsigned reusable)
 {
     ngxffi_queue_unlink(cy, c);
-    c->reusable = reusable;
+    c->reusable = reusable & 1; /* the low bit: what the 1-bit field kept */
     if (!reusable) return;
     c->queue_prev = cy->reusable_newest;
     c->queue_next = NULL;

@@ -128,7 +128,7 @@ ngxffi_http_leave(ngx_event_t *rev, const char *p, size_t n, int output)
     if (c->stash == NULL) return 0; /* Python reads the socket as usual */
     memcpy(c->stash, p, n);
     c->stash_len = (uint32_t) n;
-    c->stash_out = (unsigned) output;
+    c->stash_out = (unsigned) output & 1; /* as the 1-bit field kept it */
     return 0;
 }
 

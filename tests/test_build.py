@@ -144,11 +144,31 @@ def test_the_package_reexports_the_raw_binding() -> None:
     assert isinstance(ngxffi.os, types.ModuleType)
 
 
-def test_the_committed_byte_class_table_is_what_its_generator_writes() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "gen_http_class", SRC / "gen_http_class.py"
-    )
+def load(path: Path) -> types.ModuleType:
+    """A module of the source tree that is not installed (the build's scripts)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_byte_class_table_is_what_its_generator_writes() -> None:
+    generator = load(SRC / "gen_http_class.py")
     assert (SRC / "ngx_http_class.h").read_text() == generator.header()
+
+
+@pytest.mark.parametrize(
+    ("value", "werror"), [(None, False), ("0", False), ("1", True)]
+)
+def test_warnings_are_errors_only_through_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, werror: bool
+) -> None:
+    build = load(SRC.parent / "build_ffi.py")
+    if value is None:
+        monkeypatch.delenv("NGXFFI_WERROR", raising=False)
+    else:
+        monkeypatch.setenv("NGXFFI_WERROR", value)
+    args = build.compile_args()
+    assert ("-Werror" in args) is werror
+    assert {"-Wall", "-Wextra", "-Wshadow", "-Wconversion", "-fno-wrapv"} <= set(args)
