@@ -59,4 +59,4 @@ $(STAMP)%: $(PY) pyproject.toml setup.py build_ffi.py $(CSRC)
 	@touch $@
 
 clean:
-	rm -rf $(VENV) build *.egg-info ngxffi/_ngx.* ngxffi/*.so
+	rm -rf $(VENV) build *.egg-info ngxffi/_ngx.* ngxffi/*.so src/*.o
