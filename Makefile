@@ -24,7 +24,7 @@ command -v $(1) >/dev/null 2>&1 || { \
 	|| { apt-get update -q >/dev/null && apt-get install -y -q $(2) >/dev/null; }; }
 endef
 
-.PHONY: run test bench lint docs clean
+.PHONY: run test bench lint docs sanitize fuzz clean
 
 run: $(STAMP)test
 	$(VENV)/bin/ngxffi info
@@ -43,12 +43,80 @@ lint: $(STAMP)test $(STAMP)bench $(STAMP)lint
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	@$(call apt-ensure,clang-format,clang-format)
-	clang-format --dry-run --Werror src/*.c src/*.h
+	clang-format --dry-run --Werror src/*.c src/*.h fuzz/*.c
 
 # The documentation site (Sphinx: guides in Markdown, API reference from the
 # docstrings) in docs/_build/html; any warning fails the build.
 docs: $(STAMP)docs
 	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+# The whole suite against an extension built with ASan and UBSan (build_ffi.py's
+# NGXFFI_SANITIZE), with gcc's libasan. The build never reaches .venv or ngxffi/: the
+# working tree (tracked and untracked, not ignored files) is copied to $(SAN_DIR), which
+# .venv-sanitize installs (editable) and the suite runs in. Python is not instrumented,
+# so libasan is preloaded, and the environment passes that on to every child the tests
+# spawn (python -m ngxffi ...). detect_leaks=0: CPython does not free everything at exit,
+# by design, so LeakSanitizer would report Python, not us. Each report goes to a file
+# under $(SAN_DIR)/reports: a report fails the target even in a child whose exit status
+# a test does not look at.
+SAN_VENV := .venv-sanitize
+SAN_DIR  := build/sanitize
+SAN_LOG  := $(abspath $(SAN_DIR))/reports
+SAN_ENV  := LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$(SAN_LOG)/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(SAN_LOG)/ubsan \
+	PATH=$(abspath $(SAN_DIR))/bin:$$PATH
+
+# The tools the suite runs that are not Python: without libasan (preloaded, curl
+# hangs in its start-up on Debian 12), through a shim first in PATH.
+SAN_UNSANITIZED := curl
+
+sanitize:
+	mkdir -p $(SAN_DIR)
+	git ls-files -co --exclude-standard | while read -r f; do [ ! -f "$$f" ] \
+		|| echo "$$f"; done | tar -cf - -T - | tar -xf - -C $(SAN_DIR)
+	test -x $(SAN_VENV)/bin/python || $(PYTHON) -m venv $(SAN_VENV)
+	if [ ! -f $(SAN_VENV)/.installed ] || [ -n "$$(cd $(SAN_DIR) && find src build_ffi.py \
+		setup.py pyproject.toml -newer $(abspath $(SAN_VENV))/.installed)" ]; then \
+		NGXFFI_SANITIZE=1 $(SAN_VENV)/bin/pip install --quiet \
+		--disable-pip-version-check -e '$(SAN_DIR)[test]' \
+		&& touch $(SAN_VENV)/.installed; fi
+	rm -rf $(SAN_LOG) $(SAN_DIR)/bin && mkdir -p $(SAN_LOG) $(SAN_DIR)/bin
+	for t in $(SAN_UNSANITIZED); do command -v $$t >/dev/null || continue; \
+		printf '#!/bin/sh\nunset LD_PRELOAD\nexec %s "$$@"\n' "$$(command -v $$t)" \
+		>$(SAN_DIR)/bin/$$t && chmod +x $(SAN_DIR)/bin/$$t; done
+	cd $(SAN_DIR) && $(SAN_ENV) $(abspath $(SAN_VENV))/bin/python -m pytest -p no:cacheprovider
+	@if [ -n "$$(ls $(SAN_LOG))" ]; then cat $(SAN_LOG)/*; \
+		echo "sanitizer reports: $$(ls $(SAN_LOG) | wc -l)" >&2; exit 1; fi
+	@echo "sanitizer reports: 0"
+
+# libFuzzer targets (fuzz/*.c, each linked with src/*.c) built by Debian's clang
+# (installed when missing) with ASan and UBSan, each run FUZZ_SECONDS from its seed
+# corpus fuzz/corpus/<target>; what the fuzzer adds, and any crashing input, stays
+# under build/fuzz (ignored).
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := build/fuzz
+FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/*.c))
+FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=undefined -fno-omit-frame-pointer -fno-wrapv \
+	-Wall -Wextra -Wshadow -Wconversion -Werror -Isrc
+
+fuzz: $(addprefix $(FUZZ_DIR)/,$(FUZZ_TARGETS))
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/artifacts; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		$(FUZZ_DIR)/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+			-print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$t- \
+			$(FUZZ_DIR)/corpus/$$t fuzz/corpus/$$t 2>$(FUZZ_DIR)/$$t.log \
+			|| { cat $(FUZZ_DIR)/$$t.log; exit 1; }; \
+		grep -E '^(#[0-9]+[[:space:]]+DONE|Done )' \
+			$(FUZZ_DIR)/$$t.log; \
+	done
+
+$(FUZZ_DIR)/%: fuzz/%.c $(CSRC)
+	@$(call apt-ensure,clang,clang)
+	@mkdir -p $(FUZZ_DIR)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(filter %.c,$(CSRC))
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,4 +127,4 @@ $(STAMP)%: $(PY) pyproject.toml setup.py build_ffi.py $(CSRC)
 	@touch $@
 
 clean:
-	rm -rf $(VENV) build *.egg-info ngxffi/_ngx.* ngxffi/*.so src/*.o
+	rm -rf $(VENV) $(SAN_VENV) build *.egg-info ngxffi/_ngx.* ngxffi/*.so src/*.o

@@ -223,12 +223,33 @@ WERROR_VAR = "NGXFFI_WERROR"
 GENERATED_PRAGMAS = '#pragma GCC diagnostic ignored "-Wsign-conversion"\n'
 
 
+# With NGXFFI_SANITIZE=1 (`make sanitize`), the extension is built with ASan and UBSan
+# (any UB is fatal, not just reported; frame pointers and -g for whole stacks), in
+# addition to the flags above: -Werror and -fno-wrapv stay. Python itself is not
+# instrumented, so the process must preload the ASan runtime (the Makefile does).
+SANITIZE_VAR = "NGXFFI_SANITIZE"
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+SANITIZE_COMPILE = [*SANITIZE, "-fno-omit-frame-pointer", "-g"]
+
+
+def _enabled(var: str) -> bool:
+    return os.environ.get(var, "0") not in ("", "0")
+
+
 def compile_args() -> list[str]:
-    """The flags after Python's: -Werror only when NGXFFI_WERROR is set (not 0)."""
+    """The flags after Python's: -Werror only when NGXFFI_WERROR is set (not 0), the
+    sanitizers only when NGXFFI_SANITIZE is."""
     args = ["-O2", *WARNINGS, "-Wno-address-of-packed-member", "-fno-wrapv"]
-    if os.environ.get(WERROR_VAR, "0") not in ("", "0"):
+    if _enabled(WERROR_VAR):
         args.append("-Werror")
+    if _enabled(SANITIZE_VAR):
+        args += SANITIZE_COMPILE
     return args
+
+
+def link_args() -> list[str]:
+    """The sanitizers' runtimes, when NGXFFI_SANITIZE is set."""
+    return list(SANITIZE) if _enabled(SANITIZE_VAR) else []
 
 
 def _cdef_part(header: str) -> str:
@@ -267,6 +288,7 @@ ffibuilder.set_source(
     include_dirs=["src"],
     depends=_headers(),
     extra_compile_args=compile_args(),
+    extra_link_args=link_args(),
 )
 
 if __name__ == "__main__":

@@ -172,3 +172,24 @@ def test_warnings_are_errors_only_through_the_environment(
     args = build.compile_args()
     assert ("-Werror" in args) is werror
     assert {"-Wall", "-Wextra", "-Wshadow", "-Wconversion", "-fno-wrapv"} <= set(args)
+
+
+@pytest.mark.parametrize(
+    ("value", "sanitize"), [(None, False), ("0", False), ("1", True)]
+)
+def test_sanitizers_only_through_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, sanitize: bool
+) -> None:
+    """`make sanitize`'s build: ASan and UBSan, fatal, in compile and link flags;
+    the warnings, -Werror and -fno-wrapv stay as they are."""
+    build = load(SRC.parent / "build_ffi.py")
+    monkeypatch.setenv("NGXFFI_WERROR", "1")
+    if value is None:
+        monkeypatch.delenv("NGXFFI_SANITIZE", raising=False)
+    else:
+        monkeypatch.setenv("NGXFFI_SANITIZE", value)
+    flags = {"-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"}
+    args, link = build.compile_args(), build.link_args()
+    assert (flags | {"-fno-omit-frame-pointer"} <= set(args)) is sanitize
+    assert (flags <= set(link)) is sanitize
+    assert {"-Werror", "-fno-wrapv", "-Wall", "-Wconversion"} <= set(args)

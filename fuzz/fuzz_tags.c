@@ -1,0 +1,174 @@
+/*
+ * libFuzzer target: tag decoding, ngxffi_tag_slot, and the batch decision,
+ * ngxffi_epoll_decide, on arbitrary data.u64 and events values over a small
+ * pool.
+ *
+ * Input: a header byte (pool size 1..8, strong tags, notify, post, trace),
+ * then per connection one byte (taken or free, read/write active), then events
+ * of 13 bytes each: a selector byte, events (4 bytes), data.u64 (8 bytes). An
+ * odd selector makes data the tag of a connection of the pool XOR the given
+ * value's low byte, so that valid and nearly valid tags are both common.
+ *
+ * Checks: a tag decodes to a slot of the pool (or the notify slot) only when
+ * its address is exactly that connection's; every tag ngxffi_tag makes decodes
+ * back to its slot; the decision never calls a handler for an event whose tag
+ * is not ours, names only slots of the pool, counts each invalid event once,
+ * and with trace marks it NGXFFI_INVALID.
+ */
+
+#include "ngxffi.h"
+
+#define POOL_MAX  8
+#define EVENT_MAX 16
+
+static uint64_t
+take(const uint8_t **data, size_t *size, size_t n)
+{
+    uint64_t v = 0;
+    size_t i;
+
+    for (i = 0; i<n && * size> 0; i++, (*data)++, (*size)--) {
+        v |= (uint64_t) * *data << (8 * i);
+    }
+    return v;
+}
+
+static int
+decodes_to(const ngxffi_cycle_t *cy, uint64_t tag, intptr_t slot)
+{
+    uint64_t mask = cy->strong_tags
+                        ? (((uint64_t) 1 << NGXFFI_TAG_ADDRESS_BITS) - 2)
+                        : ~(uint64_t) 1;
+    uintptr_t addr = (uintptr_t) (tag & mask);
+
+    if (slot == (intptr_t) cy->connection_n) {
+        return cy->notify != NULL && addr == (uintptr_t) cy->notify;
+    }
+    return slot >= 0 && slot < (intptr_t) cy->connection_n
+           && addr == (uintptr_t) &cy->connections[slot];
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    ngx_connection_t connections[POOL_MAX], notify;
+    ngx_event_t reads[POOL_MAX], writes[POOL_MAX], nrev, nwev;
+    struct epoll_event list[EVENT_MAX];
+    int32_t out[2 * EVENT_MAX], out_half[2 * EVENT_MAX];
+    uint8_t verdicts[2 * EVENT_MAX];
+    ngxffi_cycle_t cy;
+    unsigned header, i, n, inst;
+    int k, j, post, trace, from, invalid;
+    uint64_t before;
+
+    memset(&cy, 0, sizeof(cy));
+    memset(connections, 0, sizeof(connections));
+    memset(reads, 0, sizeof(reads));
+    memset(writes, 0, sizeof(writes));
+    memset(&notify, 0, sizeof(notify));
+    memset(&nrev, 0, sizeof(nrev));
+    memset(&nwev, 0, sizeof(nwev));
+
+    header = (unsigned) take(&data, &size, 1);
+    n = 1 + (header & 7);
+    cy.connections = connections;
+    cy.read_events = reads;
+    cy.write_events = writes;
+    cy.connection_n = n;
+    cy.strong_tags = (header >> 3) & 1;
+    if (header & 0x10) {
+        notify.read = &nrev;
+        notify.write = &nwev;
+        nrev.data = nwev.data = &notify;
+        nwev.write = 1;
+        nrev.active = 1;
+        notify.fd = 3;
+        cy.notify = &notify;
+    }
+    post = (header >> 5) & 1;
+    trace = (header >> 6) & 1;
+    ngxffi_init_connections(&cy);
+
+    for (i = 0; i < n; i++) {
+        if (ngxffi_get_connection(&cy, (int) (100 + i)) != (intptr_t) i) {
+            abort();
+        }
+    }
+    for (i = 0; i < n; i++) {
+        unsigned b = (unsigned) take(&data, &size, 1);
+
+        connections[i].read->active = b & 1;
+        connections[i].write->active = (b >> 1) & 1;
+        connections[i].read->accept = (b >> 2) & 1;
+        if (b & 8) { /* closed: fd -1, back on the free list */
+            connections[i].fd = -1;
+            ngxffi_free_connection(&cy, i);
+        }
+        for (inst = 0; inst < 2; inst++) {
+            intptr_t slot =
+                ngxffi_tag_slot(&cy, ngxffi_tag(&cy, &connections[i], inst));
+            if (slot != (intptr_t) i) abort();
+        }
+    }
+
+    cy.event_list = list;
+    cy.nevents = EVENT_MAX;
+    cy.out = out;
+    cy.out_half = out_half;
+    cy.verdicts = verdicts;
+    memset(verdicts, 0xff, sizeof(verdicts));
+
+    for (k = 0; k < EVENT_MAX && size > 0; k++) {
+        unsigned sel = (unsigned) take(&data, &size, 1);
+        uint32_t events = (uint32_t) take(&data, &size, 4);
+        uint64_t value = take(&data, &size, 8);
+        intptr_t slot;
+
+        if (sel & 1) {
+            value =
+                ngxffi_tag(&cy, &connections[(sel >> 1) % n], (sel >> 5) & 1)
+                ^ (value & 0xff);
+        }
+        list[k].events = events;
+        list[k].data.u64 = value;
+        slot = ngxffi_tag_slot(&cy, value);
+        if (slot != -1 && !decodes_to(&cy, value, slot)) abort();
+    }
+    cy.batch_n = k;
+
+    from = 0; /* the first decision of a batch, as ngxffi_epoll_process */
+    before = cy.invalid_events;
+    j = ngxffi_epoll_decide(&cy, from, post, trace);
+    if (j < 0 || j > 2 * cy.batch_n) abort();
+
+    invalid = 0;
+    for (k = 0; k < cy.batch_n; k++) {
+        if (ngxffi_tag_slot(&cy, list[k].data.u64) == -1) {
+            invalid++;
+            if (trace
+                && (verdicts[2 * k] != NGXFFI_INVALID
+                    || verdicts[2 * k + 1] != NGXFFI_INVALID))
+            {
+                abort();
+            }
+        }
+    }
+    if (cy.invalid_events - before != (uint64_t) invalid) abort();
+
+    for (k = 0; k < j; k++) {
+        int h = out_half[k];
+        int32_t code = out[k] & ~(int32_t) NGXFFI_ACCEPT_QUEUE;
+        intptr_t slot;
+
+        if (h < 0 || h >= 2 * cy.batch_n || (k > 0 && h <= out_half[k - 1])) {
+            abort();
+        }
+        slot = ngxffi_tag_slot(&cy, list[h / 2].data.u64);
+        if (slot == -1 || code != (int32_t) (slot * 2 + (h & 1))) abort();
+        if (trace && verdicts[h] != (post ? NGXFFI_POSTED : NGXFFI_DISPATCHED))
+        {
+            abort();
+        }
+    }
+    return 0;
+}
