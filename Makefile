@@ -81,6 +81,8 @@ sanitize:
 		NGXFFI_SANITIZE=1 $(SAN_VENV)/bin/pip install --quiet \
 		--disable-pip-version-check -e '$(SAN_DIR)[test]' \
 		&& touch $(SAN_VENV)/.installed; fi
+	readelf -d $(SAN_DIR)/ngxffi/_ngx.*.so | grep -q 'NEEDED.*libasan' \
+		|| { echo "$(SAN_DIR)/ngxffi/_ngx: not built with ASan" >&2; exit 1; }
 	rm -rf $(SAN_LOG) $(SAN_DIR)/bin && mkdir -p $(SAN_LOG) $(SAN_DIR)/bin
 	for t in $(SAN_UNSANITIZED); do command -v $$t >/dev/null || continue; \
 		printf '#!/bin/sh\nunset LD_PRELOAD\nexec %s "$$@"\n' "$$(command -v $$t)" \
