@@ -72,6 +72,7 @@ SAN_ENV  := LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
 SAN_UNSANITIZED := curl
 
 sanitize:
+	rm -rf $(SAN_DIR)/tests $(SAN_DIR)/examples  # no test the tree no longer has
 	mkdir -p $(SAN_DIR)
 	git ls-files -co --exclude-standard | while read -r f; do [ ! -f "$$f" ] \
 		|| echo "$$f"; done | tar -cf - -T - | tar -xf - -C $(SAN_DIR)
@@ -115,10 +116,23 @@ fuzz: $(addprefix $(FUZZ_DIR)/,$(FUZZ_TARGETS))
 			$(FUZZ_DIR)/$$t.log; \
 	done
 
-$(FUZZ_DIR)/%: fuzz/%.c $(CSRC)
+$(FUZZ_DIR)/%: fuzz/%.c $(CSRC) | $(FUZZ_DIR)/.clang
+	clang $(FUZZ_CFLAGS) -o $@ $< $(filter %.c,$(CSRC))
+
+# clang, and its libFuzzer runtime (libclang-rt-N-dev is only recommended by clang-N):
+# an empty target must link with -fsanitize=fuzzer.
+FUZZ_PROBE := int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }
+$(FUZZ_DIR)/.clang:
 	@$(call apt-ensure,clang,clang)
 	@mkdir -p $(FUZZ_DIR)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(filter %.c,$(CSRC))
+	@probe() { echo '$(FUZZ_PROBE)' | clang -x c -fsanitize=fuzzer,address,undefined \
+		-o $(FUZZ_DIR)/.probe - 2>/dev/null; }; probe || { \
+		rt=libclang-rt-$$(clang -dumpversion | cut -d. -f1)-dev; \
+		if [ "$$(id -u)" != 0 ]; then echo "apt-get install $$rt" >&2; exit 1; fi; \
+		apt-get install -y -q $$rt >/dev/null 2>&1 || { apt-get update -q \
+		>/dev/null && apt-get install -y -q $$rt >/dev/null; }; probe; } \
+		|| { echo "clang cannot link -fsanitize=fuzzer" >&2; exit 1; }
+	@rm -f $(FUZZ_DIR)/.probe && touch $@
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
