@@ -87,8 +87,12 @@ ngxffi_http_simple(const ngxffi_http_fast_t *f, const char *p, size_t n)
 
 /* "Date: Mon, 23 Nov 2026 14:13:05 GMT\r\n", as nginx's ngx_cached_http_time
    and email.utils.formatdate(usegmt=True) print it (names in English, whatever
-   the locale). */
-void
+   the locale). 0, or -1 with date_len 0 (the C handler then leaves every
+   request to Python) for a time gmtime_r cannot convert or whose year is not
+   the four digits of an HTTP date: a failed gmtime_r leaves struct tm unset
+   (tm_wday would index the names wildly), and tm_year + 1900 overflows near
+   INT_MAX. */
+int
 ngxffi_http_date(ngxffi_http_fast_t *f, int64_t sec)
 {
     static const char days[] = "SunMonTueWedThuFriSat";
@@ -97,13 +101,21 @@ ngxffi_http_date(ngxffi_http_fast_t *f, int64_t sec)
     struct tm tm;
     int n;
 
-    gmtime_r(&t, &tm);
+    f->date_len = 0;
+    f->date_sec = sec;
+    if (gmtime_r(&t, &tm) == NULL || tm.tm_year < -1900
+        || tm.tm_year > 9999 - 1900 || tm.tm_wday < 0 || tm.tm_wday > 6
+        || tm.tm_mon < 0 || tm.tm_mon > 11)
+    {
+        return -1;
+    }
     n = snprintf(f->date, sizeof(f->date),
-                 "Date: %.3s, %02d %.3s %d %02d:%02d:%02d GMT\r\n",
+                 "Date: %.3s, %02d %.3s %04d %02d:%02d:%02d GMT\r\n",
                  days + 3 * tm.tm_wday, tm.tm_mday, months + 3 * tm.tm_mon,
                  tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    f->date_len = n > 0 && (size_t) n < sizeof(f->date) ? (size_t) n : 0;
-    f->date_sec = sec;
+    if (n <= 0 || (size_t) n >= sizeof(f->date)) return -1;
+    f->date_len = (size_t) n;
+    return 0;
 }
 
 static uint64_t

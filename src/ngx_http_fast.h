@@ -30,7 +30,7 @@ typedef struct {
 
 size_t ngxffi_http_simple(const ngxffi_http_fast_t *f, const char *p, size_t n);
 int ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev);
-void ngxffi_http_date(ngxffi_http_fast_t *f, int64_t sec);
+int ngxffi_http_date(ngxffi_http_fast_t *f, int64_t sec);
 /* cffi cdef: end */
 
 #endif /* NGX_HTTP_FAST_H_INCLUDED */
