@@ -129,15 +129,30 @@ ngxffi_msec(const ngxffi_cycle_t *cy)
 }
 
 /* Keep what Python must finish: input to parse, or output still to send. The C
-   handler stays off until Python puts it back. */
+   handler stays off until Python puts it back. The bytes were taken from the
+   socket (or answers counted and partly sent), so they must not be dropped:
+   when the stash cannot be made, c->error tells Python to close the connection
+   (ngxffi/http/connection.py, read). For output, a second, smaller try keeps
+   just the rest of the answer the send cut, so that the client still gets
+   whole answers before the close (rest: what the send left of the answer it
+   cut; 0 for input). */
 static int
-ngxffi_http_leave(ngx_event_t *rev, const char *p, size_t n, int output)
+ngxffi_http_leave(ngx_event_t *rev, const char *p, size_t n, int output,
+                  size_t rest)
 {
     ngx_connection_t *c = rev->data;
 
     rev->c_handler = NULL;
-    c->stash = malloc(n ? n : 1);
-    if (c->stash == NULL) return 0; /* Python reads the socket as usual */
+    c->stash = ngxffi_alloc(n ? n : 1);
+    if (c->stash == NULL && rest != 0 && rest < n) {
+        c->stash = ngxffi_alloc(rest);
+        n = rest;
+        c->error = 1; /* the answers after this one are lost: close after it */
+    }
+    if (c->stash == NULL) {
+        c->error = 1; /* nothing kept: Python logs and closes */
+        return 0;
+    }
     memcpy(c->stash, p, n);
     c->stash_len = (uint32_t) n;
     c->stash_out = (unsigned) output & 1; /* as the 1-bit field kept it */
@@ -168,7 +183,7 @@ ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
     }
     if (n <= 0) return 0; /* EOF or an error: Python reads again, closes */
     if ((size_t) n == f->size) {
-        return ngxffi_http_leave(rev, f->buf, (size_t) n, 0);
+        return ngxffi_http_leave(rev, f->buf, (size_t) n, 0, 0);
     }
 
     clock_gettime(CLOCK_REALTIME, &now);
@@ -180,7 +195,7 @@ ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
             || c->requests + served + 1 >= f->keepalive_requests)
         {
             rev->ready = 0; /* drained: the short read says so */
-            return ngxffi_http_leave(rev, f->buf, (size_t) n, 0);
+            return ngxffi_http_leave(rev, f->buf, (size_t) n, 0, 0);
         }
         memcpy(f->out + out, f->head, f->head_len);
         memcpy(f->out + out + f->head_len, f->date, f->date_len);
@@ -203,5 +218,6 @@ ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
     sent = send(c->fd, f->out, out, MSG_NOSIGNAL);
     if (sent == (ssize_t) out) return 1;
     if (sent < 0) sent = 0; /* EAGAIN, or an error Python's write will see */
-    return ngxffi_http_leave(rev, f->out + sent, out - (size_t) sent, 1);
+    return ngxffi_http_leave(rev, f->out + sent, out - (size_t) sent, 1,
+                             each - (size_t) sent % each);
 }

@@ -4,6 +4,31 @@
 
 #include "ngxffi.h"
 
+static int64_t ngxffi_fault_countdown; /* 0: no allocation fails */
+
+/* malloc, unless a test asked this one to fail (ngxffi_fault_alloc): one
+   well-predicted branch beside a malloc. */
+void *
+ngxffi_alloc(size_t size)
+{
+    if (ngxffi_fault_countdown > 0 && --ngxffi_fault_countdown == 0) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return malloc(size);
+}
+
+int
+ngxffi_fault_alloc(int64_t n)
+{
+    if (n < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    ngxffi_fault_countdown = n;
+    return 0;
+}
+
 int
 ngxffi_get_status_flags(int fd)
 {

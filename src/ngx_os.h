@@ -7,7 +7,13 @@
 #ifndef NGX_OS_H_INCLUDED
 #define NGX_OS_H_INCLUDED
 
+/* Every allocation of the C goes through ngxffi_alloc (malloc), so that a test
+   can make one fail: ngxffi_fault_alloc(n) fails the n-th next one (1: the
+   next), 0 turns that off; -1 (EINVAL) for a negative n. */
+void *ngxffi_alloc(size_t size);
+
 /* cffi cdef: begin */
+int ngxffi_fault_alloc(int64_t n);
 int ngxffi_pdeathsig(int signum);
 int ngxffi_nonblocking(int fd);
 int ngxffi_blocking(int fd);

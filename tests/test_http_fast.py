@@ -5,6 +5,7 @@ from the Python path (llhttp through httptools) in every byte it sends."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import re
 import select
 import socket
@@ -383,3 +384,59 @@ def test_a_request_python_has_begun_is_not_cut_into(loops: tuple[Loop, Loop]) ->
 def read_response_after(loop: Loop, s: socket.socket) -> tuple[bytes, bytes]:
     loop.turn_until(s)
     return read_response(s)
+
+
+def test_fault_alloc_refuses_a_negative_count() -> None:
+    assert lib.ngxffi_fault_alloc(-1) == -1
+    assert ffi.errno == errno.EINVAL
+    assert lib.ngxffi_fault_alloc(-(1 << 63)) == -1
+    assert lib.ngxffi_fault_alloc(0) == 0
+
+
+def until_closed(c: Loop, s: socket.socket, seconds: float = 5) -> tuple[bytes, bool]:
+    """Run the loop and read ``s`` until the server closes it or ``seconds`` pass
+    (a tick timer keeps every turn short): what came, and whether EOF came."""
+    tick = Event.standalone(c.cycle, lambda ev: c.cycle.timers.add_timer(ev, 5))
+    c.cycle.timers.add_timer(tick, 5)
+    s.setblocking(False)
+    data, deadline = b"", time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        process_events_and_timers(c.cycle)
+        try:
+            while chunk := s.recv(1 << 16):
+                data += chunk
+            return data, True
+        except BlockingIOError:
+            pass
+    return data, False
+
+
+@pytest.mark.parametrize("stash", ["input", "output"])
+def test_a_stash_that_cannot_be_allocated_closes_the_connection(stash: str) -> None:
+    # Issue 13, defect 1: the C handler took the bytes from the socket (input) or
+    # counted answers it could not all send (output, a 4 KiB send buffer), then
+    # malloc failed: the bytes were dropped and the client waited for ever, or got
+    # a cut answer followed by the next one. Now: whole answers, then the close.
+    with Loop(HttpCoreConf(keepalive_requests=10**6)) as c:
+        s = c.connect()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(PLAIN)
+        answer = undated(c.response(s))
+        conn = next(x for x in c.cycle.connections if x.fd != -1 and x.data)
+        nos.setsockopt(conn.fd, socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        assert lib.ngxffi_fault_alloc(1) == 0
+        try:
+            if stash == "input":
+                s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")  # Python's
+            else:
+                s.sendall(PLAIN * 300)
+            data, eof = until_closed(c, s)
+        finally:
+            lib.ngxffi_fault_alloc(0)
+        assert eof, f"no close: {len(data)} bytes, {data.count(b'hello')} answers"
+        if stash == "input":
+            assert data == b""
+        else:
+            n = data.count(b"HTTP/1.1 200 OK")
+            assert 0 < n < 300 and undated(data) == answer * n
+        s.close()

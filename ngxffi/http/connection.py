@@ -164,6 +164,17 @@ class HttpConnection:
         if c.raw.close:  # drained by drain_connections, or shutting down
             self.close()
             return
+        if c.raw.error and not c.raw.stash_len:
+            # the C handler took bytes (input, or answers it counted) and could
+            # not keep them: the stream has a hole, so the connection ends here
+            log_error(
+                ALERT,
+                "malloc() failed while keeping the C handler's bytes, "
+                "closing connection",
+                lib.ENOMEM,
+            )
+            self.close()
+            return
         server = self.server
         fd = c.raw.fd
         data = self._take_stash() if c.raw.stash_len else None
@@ -216,10 +227,19 @@ class HttpConnection:
     def _take_stash(self) -> bytes | None:
         """What the C handler left: input to parse (returned), or answers it could
         not send at once (queued here, behind the write event)."""
+        error = self.c.raw.error  # only the rest of a cut answer was kept
         data, output = self.c.take_stash()
         if not output:
             return data
         self.out = deque([bytearray(data)])
+        if error:
+            log_error(
+                ALERT,
+                "malloc() failed while keeping the C handler's answers, "
+                "closing connection after the one begun",
+                lib.ENOMEM,
+            )
+            self.close_after = True
         self._wait_write()
         return None
 
