@@ -19,6 +19,27 @@ ngxffi_tag(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
     return tag;
 }
 
+/* 1 when strong tags can work for this cycle: the generation goes above bit
+   NGXFFI_TAG_ADDRESS_BITS, so every slot's address (the last one's end) and
+   the notify connection's must lie below it. Pointer tagging (top-byte
+   ignore, LAM) or 5-level paging can hand out higher addresses, and every
+   event would then be dropped as not ours. Always 1 without strong tags. */
+int
+ngxffi_tag_fits(const ngxffi_cycle_t *cy)
+{
+    uint64_t limit = (uint64_t) 1 << NGXFFI_TAG_ADDRESS_BITS;
+    uint64_t base = (uint64_t) (uintptr_t) cy->connections;
+    uint64_t notify = (uint64_t) (uintptr_t) cy->notify;
+
+    if (!cy->strong_tags) return 1;
+    if (base >= limit
+        || cy->connection_n > (limit - base) / sizeof(ngx_connection_t))
+    {
+        return 0;
+    }
+    return notify < limit - sizeof(ngx_connection_t);
+}
+
 /* The connection a tag names, or NULL: the address must be one of this cycle's
    slots (exactly, not inside one) or its static notify connection. This is what
    nginx does not check; a NULL here means the value is never dereferenced. */

@@ -25,6 +25,7 @@ enum {
 /* cffi cdef: begin */
 uint64_t ngxffi_tag(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
                     unsigned instance);
+int ngxffi_tag_fits(const ngxffi_cycle_t *cy);
 intptr_t ngxffi_tag_slot(const ngxffi_cycle_t *cy, uint64_t tag);
 int ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op,
                      ngx_connection_t *c, uint32_t events, unsigned instance);

@@ -41,6 +41,19 @@ from ngxffi.event.trace import Trace, log_trace
 ERROR_ERR, ERROR_INFO = 1, 2
 
 
+
+def check_tag_address(raw: Any) -> None:
+    """Refuse strong tags when the connections of cycle state ``raw`` lie above the
+    address bits a tag leaves below the generation (NGXFFI_TAG_ADDRESS_BITS): with
+    pointer tagging or 5-level paging every event would be dropped as not ours."""
+    if not lib.ngxffi_tag_fits(raw):
+        address = int(ffi.cast("uintptr_t", raw.connections))
+        raise ValueError(
+            f"strong_tags: the connections at {address:#x} do not fit in the "
+            f"{lib.NGXFFI_TAG_ADDRESS_BITS} address bits a tag leaves below the "
+            "generation (pointer tagging or 5-level paging?); run without strong_tags"
+        )
+
 class Cycle:
     """An event loop's world. ``Cycle(connection_n=512, use="epoll")``.
 
@@ -126,6 +139,7 @@ class Cycle:
         raw.connection_n = n
         raw.strong_tags = int(strong_tags)
         raw.clock_offset = self.clock_offset & MSEC_MASK  # C reads the same clock
+        check_tag_address(raw)
         lib.ngxffi_init_connections(raw)
 
         self.connections: list[Connection] = []

@@ -142,6 +142,12 @@ class EpollModule:
         rev.active = 1
         wev.write = 1
         cycle.raw.notify = conn
+        if not lib.ngxffi_tag_fits(cycle.raw):
+            cycle.raw.notify = ffi.NULL
+            raise ValueError(
+                "strong_tags: the notify connection's address does not fit in the "
+                f"{lib.NGXFFI_TAG_ADDRESS_BITS} address bits a tag leaves"
+            )
         code = 2 * cycle.connection_n
         self.notify_event = Event(cycle, rev, code, None, self._notify_handler)
         Event(cycle, wev, code + 1)  # listed in cycle.events_by_code; never active
