@@ -13,6 +13,7 @@ ngxffi_tag(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
 {
     uint64_t tag = (uint64_t) (uintptr_t) c | (instance & 1);
 
+    if (cy == NULL || c == NULL) return 0; /* names no connection */
     if (cy->strong_tags) {
         tag |= (uint64_t) (c->generation & 0xffff) << NGXFFI_TAG_ADDRESS_BITS;
     }
@@ -29,8 +30,10 @@ ngxffi_tag_fits(const ngxffi_cycle_t *cy)
 {
     uint64_t limit = (uint64_t) 1 << NGXFFI_TAG_ADDRESS_BITS;
     uint64_t base = (uint64_t) (uintptr_t) cy->connections;
-    uint64_t notify = (uint64_t) (uintptr_t) cy->notify;
+    uint64_t notify;
 
+    if (cy == NULL) return 0;
+    notify = (uint64_t) (uintptr_t) cy->notify;
     if (!cy->strong_tags) return 1;
     if (base >= limit
         || cy->connection_n > (limit - base) / sizeof(ngx_connection_t))
@@ -70,6 +73,7 @@ intptr_t
 ngxffi_tag_slot(const ngxffi_cycle_t *cy, uint64_t tag)
 {
     intptr_t slot = -1;
+    if (cy == NULL) return -1;
     ngxffi_decode(cy, tag, &slot);
     return slot;
 }
@@ -80,6 +84,10 @@ ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op, ngx_connection_t *c,
 {
     struct epoll_event ee;
 
+    if (cy == NULL || c == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
     ee.events = events;
     ee.data.u64 = (op == EPOLL_CTL_DEL) ? 0 : ngxffi_tag(cy, c, instance);
     return epoll_ctl(ep, op, c->fd, &ee);
@@ -109,14 +117,30 @@ ngxffi_stale(const ngxffi_cycle_t *cy, const ngx_connection_t *c,
    when posting) and h to cy->out_half. The epoll module calls the handlers, and
    calls this again from the next half-event after one that changed the pool
    (ngxffi/event/modules/epoll.py, _dispatch). With trace, cy->verdicts[h] gets
-   the verdict of every half-event. */
+   the verdict of every half-event. -1 (EINVAL) for a from outside 0..2n, a
+   batch larger than the event list, or arrays missing. */
 int
 ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace)
 {
-    const struct epoll_event *list = cy->event_list;
-    int32_t *out = cy->out, *out_half = cy->out_half;
-    uint8_t *verdicts = trace ? cy->verdicts : NULL;
-    int h, k = 0, n = cy->batch_n;
+    const struct epoll_event *list;
+    int32_t *out, *out_half;
+    uint8_t *verdicts;
+    int h, k = 0, n;
+
+    if (cy == NULL || cy->batch_n < 0 || cy->batch_n > cy->nevents
+        || cy->nevents > NGXFFI_EVENTS_MAX || from < 0 || from > 2 * cy->batch_n
+        || (cy->batch_n
+            && (cy->event_list == NULL || cy->out == NULL
+                || cy->out_half == NULL || (trace && cy->verdicts == NULL))))
+    {
+        errno = EINVAL;
+        return -1;
+    }
+    list = cy->event_list;
+    out = cy->out;
+    out_half = cy->out_half;
+    verdicts = trace ? cy->verdicts : NULL;
+    n = cy->batch_n;
 
     for (h = from; h < 2 * n; h++) {
         int i = h >> 1, write = h & 1, verdict;
@@ -187,31 +211,51 @@ ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace)
    cost of crossing from Python to C is paid once. Returns -1 (errno set by
    epoll_wait), or the number of handlers to call, with NGXFFI_BATCH_INVALID
    added when some tag was not ours; cy->batch_n says how many events the kernel
-   returned. */
+   returned. -1 (EINVAL) as well for more than NGXFFI_EVENTS_MAX events or a
+   missing array. */
 int
 ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace)
 {
-    uint64_t invalid = cy->invalid_events;
-    int k, n = epoll_wait(cy->ep, cy->event_list, cy->nevents, timer);
+    uint64_t invalid;
+    int k, n;
 
+    if (cy == NULL || cy->nevents > NGXFFI_EVENTS_MAX || cy->event_list == NULL)
+    {
+        errno = EINVAL;
+        return -1;
+    }
+    invalid = cy->invalid_events;
+    n = epoll_wait(cy->ep, cy->event_list, cy->nevents, timer);
     cy->batch_n = n < 0 ? 0 : n;
     if (n <= 0) return n;
     k = ngxffi_epoll_decide(cy, 0, post, trace);
+    if (k < 0) return k;
     return cy->invalid_events == invalid ? k : k | NGXFFI_BATCH_INVALID;
 }
 
 /* For ngxffi.selector: epoll_wait, then each event as fd << 2 | the selectors
    module's mask, computed as EpollSelector.select does: EVENT_WRITE (2) for
    anything but EPOLLIN, EVENT_READ (1) for anything but EPOLLOUT. -1 and errno
-   on failure. */
+   on failure: EINVAL without arrays, EOVERFLOW for an fd above
+   NGXFFI_SELECT_FD_MAX, whose code would not fit (its events stay for the next
+   wait: they are level-triggered). */
 int
 ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents,
                     int timeout, int32_t *codes)
 {
-    int i, n = epoll_wait(ep, list, maxevents, timeout);
+    int i, n;
 
+    if (list == NULL || codes == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    n = epoll_wait(ep, list, maxevents, timeout);
     for (i = 0; i < n; i++) {
         uint32_t e = list[i].events;
+        if (list[i].data.u64 > NGXFFI_SELECT_FD_MAX) {
+            errno = EOVERFLOW;
+            return -1;
+        }
         codes[i] = ((int32_t) list[i].data.u64 << 2)
                    | ((e & ~(uint32_t) EPOLLIN) ? 2 : 0)
                    | ((e & ~(uint32_t) EPOLLOUT) ? 1 : 0);
@@ -225,6 +269,10 @@ ngxffi_poll_ready(const struct pollfd *list, int n, int32_t *out)
 {
     int i, k = 0;
 
+    if (n > 0 && (list == NULL || out == NULL)) {
+        errno = EINVAL;
+        return -1;
+    }
     for (i = 0; i < n; i++) {
         if (list[i].revents) out[k++] = i;
     }

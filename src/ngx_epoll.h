@@ -8,9 +8,15 @@
 #ifndef NGX_EPOLL_H_INCLUDED
 #define NGX_EPOLL_H_INCLUDED
 
-#define NGXFFI_TAG_ADDRESS_BITS 48        /* strong tags: generation above */
-#define NGXFFI_ACCEPT_QUEUE     (1 << 30) /* decide: post to the accept queue */
-#define NGXFFI_BATCH_INVALID    (1 << 30) /* process: the batch had bad tags */
+#define NGXFFI_TAG_ADDRESS_BITS 48 /* strong tags: generation above */
+/* Two distinct bits above every code and count: codes are below 1 << 29 as the
+   pool is at most NGXFFI_CONNECTIONS_MAX, counts (at most 2 * nevents) as
+   nevents is at most NGXFFI_EVENTS_MAX. */
+#define NGXFFI_ACCEPT_QUEUE  (1 << 30) /* decide: post to the accept queue */
+#define NGXFFI_BATCH_INVALID (1 << 29) /* process: the batch had bad tags */
+#define NGXFFI_EVENTS_MAX    ((1 << 27) - 1)
+/* ngxffi_epoll_select's codes are fd << 2 | mask in an int32_t */
+#define NGXFFI_SELECT_FD_MAX ((1 << 29) - 1)
 
 /* per half-event verdicts */
 enum {

@@ -40,7 +40,7 @@ ngxffi_http_simple(const ngxffi_http_fast_t *f, const char *p, size_t n)
     size_t path_len, len;
     int host = 0, connection;
 
-    if (n < 5 || memcmp(p, "GET /", 5) != 0) return 0;
+    if (f == NULL || p == NULL || n < 5 || memcmp(p, "GET /", 5) != 0) return 0;
     target = q;
     while (q < end && ngxffi_is(*q, NGXFFI_TARGET)) q++;
     if (q - target > NGXFFI_HTTP_LINE_MAX) return 0;
@@ -101,6 +101,7 @@ ngxffi_http_date(ngxffi_http_fast_t *f, int64_t sec)
     struct tm tm;
     int n;
 
+    if (f == NULL) return -1;
     f->date_len = 0;
     f->date_sec = sec;
     if (gmtime_r(&t, &tm) == NULL || tm.tm_year < -1900
@@ -168,14 +169,17 @@ ngxffi_http_leave(ngx_event_t *rev, const char *p, size_t n, int output,
 int
 ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
 {
-    ngxffi_http_fast_t *f = rev->c_ctx;
-    ngx_connection_t *c = rev->data;
+    ngxffi_http_fast_t *f;
+    ngx_connection_t *c;
     size_t used = 0, len, out = 0, each;
     uint64_t served = 0;
     ssize_t n, sent;
     struct timespec now;
 
-    if (!f->enabled || c->stash) return 0;
+    if (cy == NULL || rev == NULL) return 0; /* Python's, as anything else */
+    f = rev->c_ctx;
+    c = rev->data;
+    if (f == NULL || c == NULL || !f->enabled || c->stash) return 0;
     n = recv(c->fd, f->buf, f->size, 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         rev->ready = 0;
@@ -213,6 +217,7 @@ ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
     c->requests += served;
     ngxffi_atomic_add(f->requests, (int64_t) served);
     c->c_msec = ngxffi_msec(cy);
+    c->c_answered = 1;
     ngxffi_reusable_connection(cy, c, 1);
 
     sent = send(c->fd, f->out, out, MSG_NOSIGNAL);

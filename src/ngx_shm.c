@@ -8,6 +8,7 @@
 int64_t
 ngxffi_atomic_add(int64_t *value, int64_t delta)
 {
+    if (value == NULL) return 0; /* no counter (stub_status off) */
     return __atomic_fetch_add(value, delta, __ATOMIC_SEQ_CST);
 }
 
@@ -16,6 +17,7 @@ ngxffi_atomic_add(int64_t *value, int64_t delta)
 int
 ngxffi_atomic_cas(int64_t *value, int64_t expected, int64_t desired)
 {
+    if (value == NULL) return 0;
     return __atomic_compare_exchange_n(value, &expected, desired, 0,
                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
@@ -25,6 +27,7 @@ ngxffi_atomic_cas(int64_t *value, int64_t expected, int64_t desired)
 void
 ngxffi_atomic_move(int64_t *from, int64_t *to)
 {
+    if (from == NULL || to == NULL) return;
     __atomic_fetch_sub(from, 1, __ATOMIC_SEQ_CST);
     __atomic_fetch_add(to, 1, __ATOMIC_SEQ_CST);
 }

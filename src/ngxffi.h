@@ -121,6 +121,10 @@ struct ngx_connection_s {
     unsigned tcp_nopush:2;
     unsigned queued:1;    /* ngxffi: linked in the reusable queue */
     unsigned stash_out:1; /* the stash is output to send, not input to parse */
+    unsigned
+        is_free:1; /* ngxffi: on the free list (a second free is refused) */
+    unsigned
+        c_answered:1; /* c_msec is set: a C handler answered (0 is a time) */
 
     char *stash; /* ngxffi: what a C handler leaves to Python */
     uint32_t stash_len;

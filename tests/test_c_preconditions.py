@@ -5,6 +5,7 @@ test instead of killing pytest."""
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 import textwrap
@@ -97,3 +98,161 @@ def test_a_cycle_with_strong_tags_refuses_addresses_above_48_bits() -> None:
     check_tag_address(fake_cycle(1 << 48, 4, strong=False))
     with pytest.raises(ValueError, match=r"strong_tags.*0x1000000000000.*48 address"):
         check_tag_address(fake_cycle(1 << 48, 4))
+
+
+# --- the connection pool --------------------------------------------------------------
+
+
+def test_init_connections_refuses_an_empty_or_too_large_pool() -> None:
+    # connection_n 0: the countdown wrapped around and wrote below the arrays
+    out = run(
+        """
+        from ngxffi._ngx import ffi, lib
+        raw = ffi.new("ngxffi_cycle_t *")
+        arrays = [ffi.new(t + "[]", 1) for t in
+                  ("ngx_connection_t", "ngx_event_t", "ngx_event_t")]
+        raw.connections, raw.read_events, raw.write_events = arrays
+        for n in (0, getattr(lib, "NGXFFI_CONNECTIONS_MAX", (1 << 28) - 1) + 1):
+            raw.connection_n = n
+            print(lib.ngxffi_init_connections(raw), ffi.errno == 22)
+        print(lib.ngxffi_init_connections(ffi.NULL))
+        raw.connection_n = 1
+        print(lib.ngxffi_init_connections(raw), raw.free_connection_n)
+        """
+    )
+    assert out.splitlines() == ["-1 True", "-1 True", "-1", "0 1"]
+
+
+def test_a_pool_too_large_for_the_codes_is_refused() -> None:
+    from ngxffi.event.cycle import Cycle
+
+    top = 2 * lib.NGXFFI_CONNECTIONS_MAX + 1  # the notify connection's write code
+    assert lib.NGXFFI_ACCEPT_QUEUE != lib.NGXFFI_BATCH_INVALID
+    assert not (lib.NGXFFI_ACCEPT_QUEUE | lib.NGXFFI_BATCH_INVALID) & top
+    assert top < lib.NGXFFI_BATCH_INVALID and top < lib.NGXFFI_ACCEPT_QUEUE
+    assert 2 * lib.NGXFFI_EVENTS_MAX < lib.NGXFFI_BATCH_INVALID  # the count below
+    with pytest.raises(ValueError, match="connection_n must be from 1 to"):
+        Cycle(lib.NGXFFI_CONNECTIONS_MAX + 1)  # refused before any allocation
+    with pytest.raises(ValueError, match="connection_n must be from 1 to"):
+        Cycle(0)
+
+
+def test_freeing_a_free_or_foreign_slot_is_refused() -> None:
+    # A second free pushed the slot again: the free list had a cycle and handed the
+    # slot out twice. Slots past the pool were written out of bounds.
+    out = run(
+        """
+        from ngxffi._ngx import ffi, lib
+        n = 4
+        raw = ffi.new("ngxffi_cycle_t *")
+        arrays = [ffi.new(t + "[]", n) for t in
+                  ("ngx_connection_t", "ngx_event_t", "ngx_event_t")]
+        raw.connections, raw.read_events, raw.write_events = arrays
+        raw.connection_n = n
+        lib.ngxffi_init_connections(raw)
+        print(lib.ngxffi_free_connection(raw, 0), raw.free_connection_n)
+        a = lib.ngxffi_get_connection(raw, 5)
+        print(lib.ngxffi_free_connection(raw, a), lib.ngxffi_free_connection(raw, a))
+        print(lib.ngxffi_free_connection(raw, n), lib.ngxffi_free_connection(raw, 1 << 63))
+        print(sorted(lib.ngxffi_get_connection(raw, 5) for _ in range(n + 1)))
+        print(lib.ngxffi_get_connection(raw, -1), lib.ngxffi_get_connection(ffi.NULL, 1))
+        """
+    )
+    assert out.splitlines() == ["-1 4", "0 -1", "-1 -1", "[-1, 0, 1, 2, 3]", "-2 -2"]
+
+
+def test_reusable_queue_takes_only_the_pools_slots() -> None:
+    from ngxffi.event.cycle import Cycle
+
+    cy = Cycle(2)
+    try:
+        stranger = ffi.new("ngx_connection_t *")
+        assert lib.ngxffi_reusable_connection(cy.raw, stranger, 1) == -1
+        assert lib.ngxffi_reusable_connection(cy.raw, ffi.NULL, 1) == -1
+        assert cy.raw.reusable_n == 0 and not stranger.queued
+        assert lib.ngxffi_reusable_connection(cy.raw, cy.raw.connections + 1, 1) == 0
+        assert lib.ngxffi_reusable_slots(cy.raw, ffi.NULL, 1) == -1
+        out = ffi.new("int32_t[]", 2)
+        assert lib.ngxffi_reusable_slots(cy.raw, out, 2) == 1 and out[0] == 1
+        assert lib.ngxffi_reusable_slots(cy.raw, out, -5) == 0
+        assert lib.ngxffi_reusable_connection(cy.raw, cy.raw.connections + 1, 0) == 0
+    finally:
+        cy.close()
+
+
+# --- the epoll module -----------------------------------------------------------------
+
+
+def test_decide_refuses_a_from_outside_the_batch() -> None:
+    # from -1 read list[-1], before the event list
+    raw = ffi.new("ngxffi_cycle_t *")
+    keep = (
+        ffi.new("struct epoll_event[]", 2),
+        ffi.new("int32_t[]", 4),
+        ffi.new("int32_t[]", 4),
+    )
+    raw.event_list, raw.out, raw.out_half = keep
+    raw.nevents, raw.batch_n = 2, 2
+    for bad in (-1, -(1 << 31), 5, (1 << 31) - 1):
+        ffi.errno = 0
+        assert lib.ngxffi_epoll_decide(raw, bad, 0, 0) == -1, bad
+        assert ffi.errno == 22
+    assert lib.ngxffi_epoll_decide(raw, 0, 0, 1) == -1  # trace, no verdicts array
+    assert [lib.ngxffi_epoll_decide(raw, h, 0, 0) for h in range(5)] == [0] * 5
+    raw.batch_n = 3  # more than the list holds
+    assert lib.ngxffi_epoll_decide(raw, 0, 0, 0) == -1
+    assert lib.ngxffi_epoll_decide(ffi.NULL, 0, 0, 0) == -1
+    assert lib.ngxffi_epoll_process(ffi.NULL, 0, 0, 0) == -1
+    assert lib.ngxffi_epoll_ctl(raw, -1, lib.EPOLL_CTL_ADD, ffi.NULL, 0, 0) == -1
+    assert lib.ngxffi_tag(ffi.NULL, ffi.NULL, 1) == 0
+    assert lib.ngxffi_tag_slot(ffi.NULL, 0) == -1
+
+
+SELECT_FD_MAX = (1 << 29) - 1  # lib.NGXFFI_SELECT_FD_MAX (checked below)
+
+
+def test_select_refuses_fds_its_codes_cannot_hold(fds: list[int]) -> None:
+    # (int32_t) fd << 2 overflowed for fds from 2**29: a negative or wrapped code
+    ep = lib.epoll_create1(lib.EPOLL_CLOEXEC)
+    efd = lib.eventfd(1, lib.EFD_CLOEXEC)  # readable from the start
+    fds += [ep, efd]
+    ee = ffi.new("struct epoll_event *")
+    ee.events = lib.EPOLLIN
+    ee.data.u64 = SELECT_FD_MAX
+    assert lib.epoll_ctl(ep, lib.EPOLL_CTL_ADD, efd, ee) == 0
+    events = ffi.new("struct epoll_event[]", 1)
+    codes = ffi.new("int32_t[]", 1)
+    assert lib.ngxffi_epoll_select(ep, events, 1, 0, codes) == 1
+    assert codes[0] == SELECT_FD_MAX << 2 | 1  # the largest that fits
+    for data in (1 << 29, 1 << 31, (1 << 64) - 1):
+        ee.data.u64 = data
+        assert lib.epoll_ctl(ep, lib.EPOLL_CTL_MOD, efd, ee) == 0
+        codes[0] = 0
+        assert lib.ngxffi_epoll_select(ep, events, 1, 0, codes) == -1, codes[0]
+        assert ffi.errno == errno.EOVERFLOW
+    assert lib.ngxffi_epoll_select(ep, ffi.NULL, 1, 0, codes) == -1
+    assert lib.ngxffi_poll_ready(ffi.NULL, 1, codes) == -1
+    assert lib.NGXFFI_SELECT_FD_MAX == SELECT_FD_MAX
+
+
+# --- the HTTP fast path and the counters ----------------------------------------------
+
+
+def test_http_functions_and_counters_take_null() -> None:
+    out = run(
+        """
+        from ngxffi._ngx import ffi, lib
+        print(lib.ngxffi_http_simple(ffi.NULL, b"GET / HTTP/1.1", 14))
+        f = ffi.new("ngxffi_http_fast_t *")
+        print(lib.ngxffi_http_simple(f, ffi.NULL, 100))
+        print(lib.ngxffi_http_date(ffi.NULL, 0))
+        print(lib.ngxffi_http_fast_read(ffi.NULL, ffi.NULL))
+        rev = ffi.new("ngx_event_t *")
+        print(lib.ngxffi_http_fast_read(ffi.new("ngxffi_cycle_t *"), rev))
+        print(lib.ngxffi_atomic_add(ffi.NULL, 1), lib.ngxffi_atomic_cas(ffi.NULL, 0, 1))
+        lib.ngxffi_atomic_move(ffi.NULL, ffi.NULL)
+        lib.ngxffi_stash_free(ffi.NULL)
+        print("ok")
+        """
+    )
+    assert out.split() == ["0", "0", "-1", "0", "0", "0", "0", "ok"]

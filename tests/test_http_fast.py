@@ -440,3 +440,21 @@ def test_a_stash_that_cannot_be_allocated_closes_the_connection(stash: str) -> N
             n = data.count(b"HTTP/1.1 200 OK")
             assert 0 < n < 300 and undated(data) == answer * n
         s.close()
+
+
+def test_a_c_answer_at_msec_0_still_counts_for_the_keepalive_timeout() -> None:
+    # c_msec == 0 doubled as "never answered in C": an answer the clock (with its
+    # offset) put at 0 ms was forgotten and the connection closed early. The
+    # c_answered bit says it now.
+    with Loop(HttpCoreConf(keepalive_timeout=1000)) as c:
+        s = idle(c)
+        s.sendall(PLAIN)
+        c.response(s)
+        assert c.server.fast.answered == 1
+        conn = next(x for x in c.cycle.connections if x.fd != -1 and x.data)
+        assert conn.raw.c_answered
+        conn.raw.c_msec = 0  # as if answered at 0 ms
+        c.cycle.current_msec = 400
+        assert conn.data._answered_in_c()  # 600 ms are left: wait them
+        assert conn.read.raw.timer_set
+        s.close()

@@ -78,8 +78,12 @@ class Cycle:
         clock_offset: int = 0,
         stats: Stats | None = None,
     ) -> None:
-        if connection_n < 1:
-            raise ValueError(f"connection_n must be at least 1, not {connection_n}")
+        if not 1 <= connection_n <= lib.NGXFFI_CONNECTIONS_MAX:
+            raise ValueError(
+                f"connection_n must be from 1 to {lib.NGXFFI_CONNECTIONS_MAX} "
+                f"(the epoll module's codes and flags share 31 bits), "
+                f"not {connection_n}"
+            )
         if use not in MODULES:
             raise ValueError(
                 f"unknown event method {use!r}; use one of {sorted(MODULES)}"
@@ -140,7 +144,8 @@ class Cycle:
         raw.strong_tags = int(strong_tags)
         raw.clock_offset = self.clock_offset & MSEC_MASK  # C reads the same clock
         check_tag_address(raw)
-        lib.ngxffi_init_connections(raw)
+        if lib.ngxffi_init_connections(raw) < 0:  # refused: bounds checked above
+            raise ValueError(f"cannot make a pool of {n} connections")
 
         self.connections: list[Connection] = []
         # Indexed by slot * 2 + write; the two entries after the pool's belong to the
@@ -206,7 +211,8 @@ class Cycle:
     def free_connection(self, c: Connection) -> None:
         """Return ``c`` to the free list head (LIFO). Imitates ngx_free_connection;
         like it, leaves ``fd`` and the instance bits alone."""
-        lib.ngxffi_free_connection(self.raw, c.index)
+        if lib.ngxffi_free_connection(self.raw, c.index) < 0:
+            raise ValueError(f"connection {c.index} is free already")
         files = self.files
         fd = c.raw.fd
         if files is not None and 0 <= fd < len(files) and files[fd] is c:

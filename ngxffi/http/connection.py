@@ -219,7 +219,7 @@ class HttpConnection:
             self.c.raw.c_msec + self.server.conf.keepalive_timeout,
             cycle.current_msec,
         )
-        if rest <= 0 or not self.c.raw.c_msec:
+        if rest <= 0 or not self.c.raw.c_answered:  # c_msec 0 is a time too
             return False
         cycle.timers.add_timer(self.c.read, rest)
         return True
