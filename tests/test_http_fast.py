@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import re
 import select
 import socket
@@ -26,6 +27,7 @@ from ngxffi.event.event import POST_EVENTS, Event, process_events_and_timers
 from ngxffi.event.listening import Listening, open_listening_sockets
 from ngxffi.event.posted import event_process_posted
 from ngxffi.http.core import HttpCoreConf
+from ngxffi.http.fast import FAST_HANDLER
 from ngxffi.http.message import Response
 from ngxffi.http.server import HttpServer
 
@@ -458,3 +460,36 @@ def test_a_c_answer_at_msec_0_still_counts_for_the_keepalive_timeout() -> None:
         assert conn.data._answered_in_c()  # 600 ms are left: wait them
         assert conn.read.raw.timer_set
         s.close()
+
+
+def test_a_closed_server_leaves_no_c_handler_on_its_connections() -> None:
+    # c_ctx points into the server's buffers: a server closed (a reload, a second
+    # server on the cycle) left idle connections recv()ing into them once freed.
+    with Loop(HttpCoreConf()) as c:
+        s = idle(c)
+        old = c.server.fast
+        armed = [x for x in c.cycle.connections if x.read.raw.c_ctx == old]
+        assert armed and all(x.read.raw.c_handler != ffi.NULL for x in armed)
+        other = HttpServer(c.cycle, lambda request: RETURN, fixed=RETURN)  # a 2nd one
+        c.server.close()
+        assert c.server.fast is None
+        for x in c.cycle.connections:
+            assert x.read.raw.c_handler == ffi.NULL and x.read.raw.c_ctx == ffi.NULL
+        s.sendall(PLAIN)  # Python answers on the idle connection
+        assert c.response(s).endswith(b"hello")
+        assert old.answered == 0 and other.fast.answered == 0
+        c.server.close()  # again: nothing to do
+        s.close()
+
+
+def test_a_dropped_server_clears_the_c_handler_before_its_buffers_go() -> None:
+    cycle = Cycle(4)
+    try:
+        server = HttpServer(cycle, lambda request: RETURN, fixed=RETURN)
+        rev = cycle.connections[2].read
+        rev.set_c_handler(FAST_HANDLER, server.fast)
+        del server
+        gc.collect()  # the server and its HTTP connections refer to each other
+        assert rev.raw.c_handler == ffi.NULL and rev.raw.c_ctx == ffi.NULL
+    finally:
+        cycle.close()

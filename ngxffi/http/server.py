@@ -7,8 +7,10 @@ src/http/ngx_http_request.c, with ngx_http_log_module's ``combined`` line).
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any, TextIO
 
+from ngxffi._ngx import ffi
 from ngxffi.event.connection import Connection
 from ngxffi.event.cycle import Cycle
 from ngxffi.event.event import USE_GREEDY_EVENT, handle_read_event
@@ -18,6 +20,20 @@ from ngxffi.http.fast import fast_conf
 from ngxffi.http.message import FileBody, Handler, Request, Response
 from ngxffi.http.parse import HttpRequest, Limits
 
+
+
+def disarm_fast(read_events: Any, n: int, fast: tuple[Any, ...] | None) -> None:
+    """Clear the C handler of each of the ``n`` read events whose ``c_ctx`` is the
+    configuration in ``fast`` (what :func:`ngxffi.http.fast.fast_conf` made), so that
+    none recv()s into its buffers once they are freed."""
+    if fast is None:
+        return
+    ctx = fast[0]
+    for i in range(n):
+        ev = read_events[i]
+        if ev.c_ctx == ctx:
+            ev.c_handler = ffi.NULL
+            ev.c_ctx = ffi.NULL
 
 class HttpServer:
     """The server side of ``ngxffi serve``: configuration, handler and counters.
@@ -50,6 +66,12 @@ class HttpServer:
         )
         self.fast: Any = fast[0] if fast else None  # the C handler's configuration
         self._fast_keep = fast  # with what it points into
+        # The C handler's c_ctx points into those buffers: before they are freed,
+        # whether close() or the collector frees them, the read events are cleared
+        # (the finalizer holds the buffers, the events' array, never the server).
+        self._disarm = weakref.finalize(
+            self, disarm_fast, cycle._read_events, cycle.connection_n, fast
+        )
         self._shutting_down = False
         self.short_read_drains = (
             not cycle.event_flags & USE_GREEDY_EVENT or cycle.module.use_epoll_rdhup
@@ -66,6 +88,14 @@ class HttpServer:
         self.http_connections = [HttpConnection(self, c) for c in cycle.connections]
         self.count_requests = cycle.stats.adder("requests")
         self.uncounted = 0  # requests answered since the counter was last updated
+
+    def close(self) -> None:
+        """The server goes away (a reload, or another server takes the cycle): no
+        read event keeps the C handler with this server's configuration, whose
+        buffers are freed then. Its connections are Python's from now on."""
+        self.fast = None
+        self._fast_keep = None
+        self._disarm()  # once: later calls do nothing
 
     @property
     def shutting_down(self) -> bool:

@@ -76,6 +76,7 @@ class HttpService:
         self.server.access_log = self._open_access_log()
 
     def close(self) -> None:
+        self.server.close()  # no C handler keeps its buffers
         if self.server.access_log is not None:
             self.server.access_log.close()
 
