@@ -9,9 +9,9 @@ import errno
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
-
 from ngxffi._ngx import ffi, lib
 
 INT64_MAX = (1 << 63) - 1
@@ -68,7 +68,7 @@ def test_http_date_in_range() -> None:
 # --- strong tags and the address space ------------------------------------------------
 
 
-def fake_cycle(address: int, n: int, strong: bool = True) -> object:
+def fake_cycle(address: int, n: int, strong: bool = True) -> Any:
     """A cycle state naming ``n`` connections at ``address``: nothing there is read."""
     raw = ffi.new("ngxffi_cycle_t *")
     raw.connections = ffi.cast("ngx_connection_t *", address)
@@ -153,9 +153,10 @@ def test_freeing_a_free_or_foreign_slot_is_refused() -> None:
         print(lib.ngxffi_free_connection(raw, 0), raw.free_connection_n)
         a = lib.ngxffi_get_connection(raw, 5)
         print(lib.ngxffi_free_connection(raw, a), lib.ngxffi_free_connection(raw, a))
-        print(lib.ngxffi_free_connection(raw, n), lib.ngxffi_free_connection(raw, 1 << 63))
-        print(sorted(lib.ngxffi_get_connection(raw, 5) for _ in range(n + 1)))
-        print(lib.ngxffi_get_connection(raw, -1), lib.ngxffi_get_connection(ffi.NULL, 1))
+        free, get = lib.ngxffi_free_connection, lib.ngxffi_get_connection
+        print(free(raw, n), free(raw, 1 << 63))
+        print(sorted(get(raw, 5) for _ in range(n + 1)))
+        print(get(raw, -1), get(ffi.NULL, 1))
         """
     )
     assert out.splitlines() == ["-1 4", "0 -1", "-1 -1", "[-1, 0, 1, 2, 3]", "-2 -2"]

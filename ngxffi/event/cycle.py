@@ -41,7 +41,6 @@ from ngxffi.event.trace import Trace, log_trace
 ERROR_ERR, ERROR_INFO = 1, 2
 
 
-
 def check_tag_address(raw: Any) -> None:
     """Refuse strong tags when the connections of cycle state ``raw`` lie above the
     address bits a tag leaves below the generation (NGXFFI_TAG_ADDRESS_BITS): with
@@ -53,6 +52,7 @@ def check_tag_address(raw: Any) -> None:
             f"{lib.NGXFFI_TAG_ADDRESS_BITS} address bits a tag leaves below the "
             "generation (pointer tagging or 5-level paging?); run without strong_tags"
         )
+
 
 class Cycle:
     """An event loop's world. ``Cycle(connection_n=512, use="epoll")``.

@@ -21,7 +21,6 @@ from ngxffi.http.message import FileBody, Handler, Request, Response
 from ngxffi.http.parse import HttpRequest, Limits
 
 
-
 def disarm_fast(read_events: Any, n: int, fast: tuple[Any, ...] | None) -> None:
     """Clear the C handler of each of the ``n`` read events whose ``c_ctx`` is the
     configuration in ``fast`` (what :func:`ngxffi.http.fast.fast_conf` made), so that
@@ -34,6 +33,7 @@ def disarm_fast(read_events: Any, n: int, fast: tuple[Any, ...] | None) -> None:
         if ev.c_ctx == ctx:
             ev.c_handler = ffi.NULL
             ev.c_ctx = ffi.NULL
+
 
 class HttpServer:
     """The server side of ``ngxffi serve``: configuration, handler and counters.
