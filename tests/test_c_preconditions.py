@@ -135,6 +135,8 @@ def test_a_pool_too_large_for_the_codes_is_refused() -> None:
         Cycle(lib.NGXFFI_CONNECTIONS_MAX + 1)  # refused before any allocation
     with pytest.raises(ValueError, match="connection_n must be from 1 to"):
         Cycle(0)
+    with pytest.raises(ValueError, match="epoll events must be from 1 to"):
+        Cycle(4, events=lib.NGXFFI_EVENTS_MAX + 1)  # its count would reach the flag
 
 
 def test_freeing_a_free_or_foreign_slot_is_refused() -> None:

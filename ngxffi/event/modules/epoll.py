@@ -86,8 +86,10 @@ class EpollModule:
     flags = USE_CLEAR_EVENT | USE_GREEDY_EVENT | USE_EPOLL_EVENT
 
     def __init__(self, cycle: Cycle, events: int) -> None:
-        if events < 1:
-            raise ValueError(f"epoll events must be at least 1, not {events}")
+        if not 1 <= events <= lib.NGXFFI_EVENTS_MAX:  # counts stay below the flags
+            raise ValueError(
+                f"epoll events must be from 1 to {lib.NGXFFI_EVENTS_MAX}, not {events}"
+            )
         self.cycle = cycle
         self.nevents = events
         self.ep = -1
