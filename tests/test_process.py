@@ -47,8 +47,13 @@ def listening(process: psutil.Process) -> int:
 
 
 def title(process: psutil.Process) -> str:
-    """What ps shows: the title overwrites argv, whose old space reads as padding."""
-    return " ".join(" ".join(process.cmdline()).split())
+    """What ps shows: the title overwrites argv, whose old space reads as padding.
+    A process that is gone, a zombie (any on the machine, not only ours) or not ours
+    to read has none."""
+    try:
+        return " ".join(" ".join(process.cmdline()).split())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # ZombieProcess included
+        return ""
 
 
 @pytest.fixture
