@@ -164,6 +164,12 @@ class Cycle:
     # --- the pool --------------------------------------------------------------------
 
     @property
+    def read_events(self) -> Any:
+        """The pool's C array of read events (slot ``i``'s is ``[i]``), for code that
+        must reach every slot's event in C, such as clearing C handlers."""
+        return self._read_events
+
+    @property
     def free_connection_n(self) -> int:
         """How many slots are free (cycle->free_connection_n)."""
         return int(self.raw.free_connection_n)

@@ -70,7 +70,7 @@ class HttpServer:
         # whether close() or the collector frees them, the read events are cleared
         # (the finalizer holds the buffers, the events' array, never the server).
         self._disarm = weakref.finalize(
-            self, disarm_fast, cycle._read_events, cycle.connection_n, fast
+            self, disarm_fast, cycle.read_events, cycle.connection_n, fast
         )
         self._shutting_down = False
         self.short_read_drains = (
