@@ -5,9 +5,8 @@
  *
  * Input: a header byte (pool size 1..8, strong tags, notify, post, trace,
  * and whether a byte follows that chooses the half-event the decision starts
- * from: 0 as after epoll_wait, or a later one as after a handler that changed
- * the pool; not negative: the C does not refuse that yet, issue 13's
- * defect 5),
+ * from: 0 as after epoll_wait, a later one as after a handler that changed
+ * the pool, or one outside the batch, negative too, which must be refused),
  * then per connection one byte (taken or free, read/write active), then events
  * of 13 bytes each: a selector byte, events (4 bytes), data.u64 (8 bytes). An
  * odd selector makes data the tag of a connection of the pool XOR the given
@@ -91,7 +90,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     post = (header >> 5) & 1;
     trace = (header >> 6) & 1;
-    if (header & 0x80) from = (int) take(&data, &size, 1);
+    if (header & 0x80) from = (int) (int8_t) take(&data, &size, 1);
     ngxffi_init_connections(&cy);
 
     for (i = 0; i < n; i++) {
@@ -141,9 +140,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     cy.batch_n = k;
 
-    if (from > 2 * cy.batch_n) from %= 2 * cy.batch_n + 1;
     before = cy.invalid_events;
     j = ngxffi_epoll_decide(&cy, from, post, trace);
+    if (from < 0 || from > 2 * cy.batch_n) { /* outside the batch: refused */
+        if (j != -1 || cy.invalid_events != before) abort();
+        return 0;
+    }
     if (j < 0 || j > 2 * cy.batch_n) abort();
 
     invalid = 0;
