@@ -169,3 +169,11 @@ def epoll_module(cy: Cycle) -> EpollModule:
     """The cycle's event module, for tests that look inside the epoll one."""
     assert isinstance(cy.module, EpollModule)
     return cy.module
+
+
+class Boom(Exception):
+    """What a signal handler raises in tests that it propagates out of a wait."""
+
+
+def boom() -> None:
+    raise Boom

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Signaller
+from conftest import Boom, Signaller, boom
 
 from ngxffi.epoll import Epoll
 
@@ -507,12 +507,6 @@ def test_eintr_without_timeout_keeps_waiting_for_events(
 def test_a_signal_handler_exception_propagates(
     make: Factory, signaller: Signaller
 ) -> None:
-    class Boom(Exception):
-        pass
-
-    def boom() -> None:
-        raise Boom
-
     signaller.on_signal = boom
     with make() as ep:
         signaller.start(0.05, times=1)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Signaller
+from conftest import Boom, Signaller, boom
 
 from ngxffi import lib
 from ngxffi import os as nos
@@ -330,12 +330,6 @@ def test_eintr_is_retried_with_the_remaining_timeout(
 def test_a_signal_handler_exception_propagates(
     sel: selectors.BaseSelector, signaller: Signaller
 ) -> None:
-    class Boom(Exception):
-        pass
-
-    def boom() -> None:
-        raise Boom
-
     signaller.on_signal = boom
     signaller.start(0.05, times=1)
     with pytest.raises(Boom):
