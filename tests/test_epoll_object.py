@@ -413,13 +413,21 @@ def test_poll_arguments(both: tuple[Any, Epoll], args: tuple[Any, ...]) -> None:
         assert outcome(lambda: ours.poll(*args)) == outcome(lambda: theirs.poll(*args))
 
 
-def test_maxevents_limits_a_batch(
-    both: tuple[Any, Epoll], socks: Callable[[], Pair]
-) -> None:
-    ends = [end for _ in range(40) for end in socks()]  # 80 writable sockets
+def writable_in_both(
+    both: tuple[Any, Epoll], socks: Callable[[], Pair], pairs: int
+) -> list[Any]:
+    """``2 * pairs`` writable sockets, registered for OUT in both epoll objects."""
+    ends = [end for _ in range(pairs) for end in socks()]
     for ep in both:
         for s in ends:
             ep.register(s, OUT)
+    return ends
+
+
+def test_maxevents_limits_a_batch(
+    both: tuple[Any, Epoll], socks: Callable[[], Pair]
+) -> None:
+    ends = writable_in_both(both, socks, 40)  # 80 writable sockets
     for maxevents in (1, 3, 64, 65, 80, 200, -1):
         batches = [ep.poll(0, maxevents) for ep in both]
         want = 80 if maxevents in (-1, 200) else maxevents
@@ -433,10 +441,7 @@ def test_maxevents_limits_a_batch(
 def test_no_limit_means_fd_setsize_minus_one(
     both: tuple[Any, Epoll], socks: Callable[[], Pair]
 ) -> None:
-    ends = [end for _ in range(520) for end in socks()]  # 1040 writable sockets
-    for ep in both:
-        for s in ends:
-            ep.register(s, OUT)
+    writable_in_both(both, socks, 520)  # 1040 writable sockets
     assert len(both[0].poll(0)) == len(both[1].poll(0)) == 1023
     assert len(both[0].poll(0, 2000)) == len(both[1].poll(0, 2000)) == 1040
 
