@@ -1,7 +1,7 @@
 """The same asyncio Protocol server on the default loop and on ngxffi's NgxSelector.
 
-A minimal HTTP/1.1 keep-alive responder (servers.py's ``HttpProtocol``) runs in its
-own process pinned to CPU 0; wrk, pinned to CPU 1, drives it with 50 connections,
+A minimal HTTP/1.1 keep-alive responder (python_servers.py's ``HttpProtocol``) runs
+in its own process pinned to CPU 0; wrk, pinned to CPU 1, drives it with 50 connections,
 measured the way http.py measures every server (a fresh server per run, a warm-up,
 rounds alternating the two loops, medians). Per loop: the median req/s and the
 server's CPU time per request, split user/kernel, read from psutil around the
