@@ -1,20 +1,29 @@
 """HTTP throughput, latency and server CPU per request: nginx, ngxffi, Python servers.
 
-Every server (see servers.py) answers each request with a small ``200 hello``. Each
-measured run starts the server fresh, drives it with wrk for a 1 s warm-up, then for
-the measured run, reading the server's CPU times (psutil; all its processes, so a
-master's workers count) just before and after. Rounds interleave the servers
-(A B C…, A B C…) so that a noisy moment hurts them alike; tables give medians, and
-each ratio to nginx is the median of the per-round ratios (each server against the
-nginx run of its own round), which this VM's drifts from round to round disturb less
-than a ratio of medians.
+Every server (see servers.py) answers each request with a small ``200 hello``, or,
+in the static runs, a file. Each measured run starts the server fresh, checks its
+answer once (a 200 of the right length: a 404 is never measured), drives it with wrk
+for a 1 s warm-up, then for the measured run, reading the server's CPU times (psutil;
+all its processes, so a master's workers count) just before and after. Rounds
+interleave the servers (A B C…, A B C…) so that a noisy moment hurts them alike;
+tables give medians, and each ratio to nginx is the median of the per-round ratios
+(each server against the nginx run of its own round), which this VM's drifts from
+round to round disturb less than a ratio of medians.
 
-Three runs:
+The runs (``SCENARIOS``; ``NGXFFI_BENCH_ONLY=static_1k,app`` runs only those named):
 
-* keep-alive, one worker: server pinned to CPU 0, wrk (``-t1 -c50``) to CPU 1;
-* connection churn: the same with ``Connection: close`` (a new connection per request);
-* keep-alive, two workers (ngxffi's and nginx's master with 2 workers, uvloop in two
-  processes sharing the port with SO_REUSEPORT), nothing pinned, wrk ``-t1 -c100``.
+* ``keepalive``: keep-alive, one worker: server pinned to CPU 0, wrk (``-t1 -c50``)
+  to CPU 1;
+* ``churn``: the same with ``Connection: close`` (a new connection per request);
+* ``two_workers``: keep-alive, two workers (ngxffi's and nginx's master with 2
+  workers, uvloop in two processes sharing the port with SO_REUSEPORT), nothing
+  pinned, wrk ``-t1 -c100``;
+* ``static_1k``, ``static_64k``: as ``keepalive``, nginx and ngxffi only, each
+  serving a 1 KiB or 64 KiB file from its ``root``;
+* ``app``: as ``keepalive``, ngxffi running a user's Python handler
+  (hello_app.py; the C read handler only answers ``return``) beside uvloop's raw
+  Protocol and nginx's ``return``. When this build of ``ngxffi serve`` does not know
+  the ``app`` directive (the server does not start), the run says "not available".
 
 Server CPU per request (user and kernel) is the deciding figure: when wrk saturates
 its core, req/s says more about wrk than about the server. The medians are kept in
@@ -30,12 +39,17 @@ from dataclasses import asdict, dataclass, field
 
 import psutil
 import servers
-from servers import LABELS, QUICK
+from servers import HELLO, LABELS, QUICK, Content, selected
 
 ROUNDS = 2 if QUICK else 7
 SECONDS = 1 if QUICK else 3
 WARMUP = 1
 ONE_WORKER = ("nginx", "ngxffi", "asyncio", "uvloop", "selectors")
+STATIC = ("nginx", "ngxffi")  # the Python servers serve no files
+STATIC_NOTE = (
+    "nginx: `root`, `sendfile on`, `open_file_cache off`, otherwise its defaults; "
+    "ngxffi: `root` (sendfile)."
+)
 UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
@@ -51,6 +65,12 @@ class Scenario:
     pinned: bool = True
     headers: tuple[str, ...] = ()
     note: str = ""
+    content: Content = HELLO
+    # the server the run is about: started once first, since it may need a
+    # directive this build lacks ("not available" then), and its user CPU per
+    # request stated under the table, against user_target_us
+    focus: str = ""
+    user_target_us: float = 0.0
 
 
 SCENARIOS = (
@@ -68,8 +88,32 @@ SCENARIOS = (
         workers=2,
         connections=100,
         pinned=False,
-        note="nginx and ngxffi: a master and 2 workers sharing one listening socket; "
-        "uvloop: 2 processes, each with its own SO_REUSEPORT socket on the port.",
+        note="Workers: nginx and ngxffi: a master and 2 workers sharing one "
+        "listening socket; uvloop: 2 processes, each with its own SO_REUSEPORT "
+        "socket on the port.",
+    ),
+    Scenario(
+        "static_1k",
+        "Static file, 1 KiB, keep-alive, one worker",
+        STATIC,
+        content=Content(file_kib=1),
+        note=STATIC_NOTE,
+    ),
+    Scenario(
+        "static_64k",
+        "Static file, 64 KiB, keep-alive, one worker",
+        STATIC,
+        content=Content(file_kib=64),
+        note=STATIC_NOTE,
+    ),
+    Scenario(
+        "app",
+        "A user's Python handler, keep-alive, one worker",
+        ("nginx", "ngxffi-app", "uvloop"),
+        note=f'ngxffi: `app = "{servers.APP}"` (benchmarks/hello_app.py), '
+        "the Python request path; nginx: `return 200`, for scale.",
+        focus="ngxffi-app",
+        user_target_us=servers.APP_TARGET_US,
     ),
 )
 
@@ -133,7 +177,8 @@ def wrk_errors(out: str) -> dict[str, int]:
 def measure(kind: str, scenario: Scenario) -> Run:
     """One fresh server, a warm-up, and one measured wrk run against it."""
     cpus = {0} if scenario.pinned else None
-    with servers.running(kind, scenario.workers, cpus) as server:
+    with servers.running(kind, scenario.workers, cpus, scenario.content) as server:
+        server.check()
         wrk(scenario, server.url, WARMUP)
         processes = server.processes()
         user0, kernel0 = cpu_times(processes)
@@ -208,6 +253,7 @@ def table(runs: dict[str, list[Run]]) -> list[str]:
 def setup(scenario: Scenario) -> str:
     wrk_line = f"wrk -t1 -c{scenario.connections} --latency"
     wrk_line += "".join(f' -H "{h}"' for h in scenario.headers)
+    wrk_line += f" http://127.0.0.1:PORT{scenario.content.path}"
     where = (
         "server pinned to CPU 0, wrk to CPU 1"
         if scenario.pinned
@@ -216,7 +262,7 @@ def setup(scenario: Scenario) -> str:
     return (
         f"{ROUNDS} interleaved rounds; per run a fresh server, {WARMUP} s warm-up, "
         f"{SECONDS} s measured; `{wrk_line}`; {where}; medians."
-        + (f" Workers: {scenario.note}" if scenario.note else "")
+        + (f" {scenario.note}" if scenario.note else "")
     )
 
 
@@ -230,23 +276,54 @@ def error_note(medians: dict[str, Run]) -> list[str]:
     return [f"wrk errors over all rounds: {'; '.join(noted)}."] if noted else []
 
 
+def unavailable(scenario: Scenario) -> str:
+    """Why the scenario's focus server does not start (its last log line), or ""."""
+    if not scenario.focus:
+        return ""
+    try:
+        with servers.running(scenario.focus, content=scenario.content):
+            return ""
+    except servers.StartFailed as failed:
+        return failed.reason
+
+
+def focus_line(scenario: Scenario, medians: dict[str, Run]) -> list[str]:
+    """The focus server's user CPU per request against the scenario's target."""
+    if not scenario.focus:
+        return []
+    user = medians[scenario.focus].user_us
+    target = scenario.user_target_us
+    verdict = "met" if user <= target else "**not met**"
+    return [
+        f"**{LABELS[scenario.focus]}: {user:.2f} µs of user CPU per request** "
+        f"(median; target ≤ {target} µs: {verdict}).",
+        "",
+    ]
+
+
 def section(scenario: Scenario) -> str:
+    title = f"#### {scenario.title}"
+    missing = unavailable(scenario)
+    if missing:
+        who = LABELS[scenario.focus]
+        return f"{title}\n\nNot available: {who!r} does not start: {missing}."
     runs = rounds(scenario)
     medians = {kind: median_run(r) for kind, r in runs.items()}
     results[scenario.key] = {kind: asdict(m) for kind, m in medians.items()}
     paired_note = " Ratios to nginx: medians of the per-round ratios."
     lines = [
-        f"#### {scenario.title}",
+        title,
         "",
         *table(runs),
         "",
+        *focus_line(scenario, medians),
         setup(scenario) + paired_note,
     ]
     return "\n".join([*lines, *error_note(medians)])
 
 
 def main() -> str:
-    return "\n\n".join(section(s) for s in SCENARIOS)
+    return "\n\n".join(section(s) for s in SCENARIOS if selected(s.key))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 report and save it to ``benchmarks/results/latest.md`` with the machine it ran on, so
 that the README can quote it with its provenance; the medians go to ``latest.json``
 and a chart of them to ``latest.png``. ``NGXFFI_BENCH_QUICK=1`` shortens the HTTP and
-memory runs (fewer rounds, 1 s runs, 1,000 idle connections) for trying changes."""
+memory runs (fewer rounds, 1 s runs, 1,000 idle connections) for trying changes.
+``NGXFFI_BENCH_ONLY=static_1k,app`` runs only the runs named (HTTP scenarios, by
+their key in http.py, or sections, by their key below) and only prints the report:
+the saved results stay those of a whole run."""
 
 from __future__ import annotations
 
@@ -24,26 +27,30 @@ import chart
 import dispatch
 import idle_memory
 import syscalls
-from servers import which
+from servers import ONLY, selected, which
 
 RESULTS = Path(__file__).parent / "results"
 APT_TOOLS = {"wrk": "wrk", "nginx": "nginx"}  # command -> Debian package
-SECTIONS: list[tuple[str, Callable[[], str]]] = [
-    ("HTTP: nginx, ngxffi and Python servers (benchmarks/http.py)", http.main),
+SECTIONS: list[tuple[str, str, Callable[[], str]]] = [  # key, title, run
+    ("http", "HTTP: nginx, ngxffi and Python servers (benchmarks/http.py)", http.main),
     (
+        "idle_memory",
         "Idle keep-alive connections: memory (benchmarks/idle_memory.py)",
         idle_memory.main,
     ),
     (
+        "dispatch",
         "Dispatch: one loop iteration, 100 ready fds (benchmarks/dispatch.py)",
         dispatch.main,
     ),
     (
+        "asyncio_loops",
         "asyncio: default loop vs NgxSelector (benchmarks/asyncio_loops.py)",
         asyncio_loops.main,
     ),
-    ("Binding: per-call cost (benchmarks/syscalls.py)", syscalls.main),
+    ("syscalls", "Binding: per-call cost (benchmarks/syscalls.py)", syscalls.main),
 ]
+HTTP_KEYS = {scenario.key for scenario in http.SCENARIOS}
 
 
 def ensure_tools() -> None:
@@ -67,13 +74,30 @@ def machine() -> str:
     )
 
 
+def wanted(key: str) -> bool:
+    """Whether the section ``key`` runs: HTTP's when any of its scenarios does."""
+    if key == "http":
+        return any(selected(k) for k in HTTP_KEYS)
+    return selected(key)
+
+
 def main() -> None:
+    unknown = ONLY - HTTP_KEYS - {key for key, _, _ in SECTIONS if key != "http"}
+    if unknown:
+        known = sorted(HTTP_KEYS) + [key for key, _, _ in SECTIONS if key != "http"]
+        raise SystemExit(
+            f"NGXFFI_BENCH_ONLY: unknown {sorted(unknown)}; known: {known}"
+        )
     ensure_tools()
     date = time.strftime("%Y-%m-%d")
     lines = [f"Machine: {machine()}; {date}; command: `make bench`"]
-    for title, run in SECTIONS:
-        lines += ["", f"### {title}", "", run()]
+    for key, title, run in SECTIONS:
+        if wanted(key):
+            lines += ["", f"### {title}", "", run()]
     report = "\n".join(lines) + "\n"
+    if ONLY:
+        print(report)  # a partial run: the saved results stay a whole run's
+        return
     data = {
         "machine": machine(),
         "date": date,
