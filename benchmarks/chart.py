@@ -1,10 +1,13 @@
 """The benchmark results as one PNG: ``benchmarks/results/latest.png``.
 
-Four panels from the medians run.py saves in ``latest.json``: the server's user and
-kernel CPU µs per request with keep-alive and with connection churn (one worker,
-pinned), req/s per server in each HTTP run, and bytes per idle keep-alive connection
-with ngxffi's target. ``python benchmarks/chart.py`` redraws it from the JSON.
-matplotlib (the ``bench`` extra) is imported only here, when drawing.
+Six panels from the medians run.py saves in ``latest.json``: the server's user and
+kernel CPU µs per request with keep-alive, with connection churn, for the static files
+and for a user's Python handler (one worker, pinned; the handler's user-CPU target
+drawn), req/s per server in each HTTP run, and bytes per idle keep-alive connection
+with ngxffi's target. A run the JSON lacks (the Python handler, when ``ngxffi serve``
+did not know ``app``) leaves its panel saying so. ``python benchmarks/chart.py``
+redraws it from the JSON. matplotlib (the ``bench`` extra) is imported only here,
+when drawing.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idle_memory import TARGETS
-from servers import LABELS
+from servers import APP_TARGET_US, LABELS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -24,6 +27,9 @@ RUNS = {
     "keepalive": "keep-alive",
     "churn": "churn",
     "two_workers": "keep-alive, 2 workers",
+    "static_1k": "static 1 KiB",
+    "static_64k": "static 64 KiB",
+    "app": "Python app",
 }
 WIDTH = 0.8  # of each server's group of bars
 
@@ -42,16 +48,35 @@ def grouped(ax: Axes, groups: dict[str, dict[str, float]], ylabel: str) -> None:
     ax.legend(fontsize="small")
 
 
-def cpu_panel(ax: Axes, run: dict[str, dict[str, float]], title: str) -> None:
-    grouped(
-        ax,
-        {
-            "user": {k: m["user_us"] for k, m in run.items()},
-            "kernel": {k: m["kernel_us"] for k, m in run.items()},
-        },
-        "server CPU µs per request",
-    )
+def cpu_panel(
+    ax: Axes, runs: dict[str, dict[str, dict[str, float]] | None], title: str
+) -> None:
+    """User and kernel CPU per request of each server, for each run of ``runs``
+    (series named by its key, "" for a lone run); None: the run is missing."""
     ax.set_title(title)
+    present = {name: run for name, run in runs.items() if run is not None}
+    if not present:
+        ax.text(0.5, 0.5, "not measured in this run", ha="center")
+        ax.set_axis_off()
+        return
+    groups = {
+        f"{name} {part}".strip(): {k: m[f"{part}_us"] for k, m in run.items()}
+        for name, run in present.items()
+        for part in ("user", "kernel")
+    }
+    grouped(ax, groups, "server CPU µs per request")
+
+
+def app_panel(ax: Axes, run: dict[str, dict[str, float]] | None) -> None:
+    cpu_panel(ax, {"": run}, "A user's Python handler, keep-alive, one pinned worker")
+    if run is not None:
+        ax.axhline(
+            APP_TARGET_US,
+            color="gray",
+            linestyle="--",
+            label=f"Python app's user target ({APP_TARGET_US} µs)",
+        )
+        ax.legend(fontsize="small")
 
 
 def rate_panel(ax: Axes, http: dict[str, dict[str, dict[str, float]]]) -> None:
@@ -82,11 +107,15 @@ def render(data: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9), layout="constrained")
-    cpu_panel(axes[0][0], data["http"]["keepalive"], "Keep-alive, one pinned worker")
-    cpu_panel(axes[0][1], data["http"]["churn"], "Connection churn, one pinned worker")
-    rate_panel(axes[1][0], data["http"])
-    memory_panel(axes[1][1], data["idle_memory"])
+    http = data["http"]
+    fig, axes = plt.subplots(3, 2, figsize=(13, 13), layout="constrained")
+    cpu_panel(axes[0][0], {"": http["keepalive"]}, "Keep-alive, one pinned worker")
+    cpu_panel(axes[0][1], {"": http["churn"]}, "Connection churn, one pinned worker")
+    static = {"1 KiB": http.get("static_1k"), "64 KiB": http.get("static_64k")}
+    cpu_panel(axes[1][0], static, "Static files, keep-alive, one pinned worker")
+    app_panel(axes[1][1], http.get("app"))
+    rate_panel(axes[2][0], http)
+    memory_panel(axes[2][1], data["idle_memory"])
     fig.suptitle(f"ngxffi benchmarks — {data['machine']}, {data['date']}", fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)
