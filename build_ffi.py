@@ -76,6 +76,11 @@ CONSTANTS: dict[str, str] = {
     "sys/eventfd.h": """
         EFD_CLOEXEC EFD_NONBLOCK EFD_SEMAPHORE
     """,
+    "sys/inotify.h": """
+        IN_NONBLOCK IN_CLOEXEC IN_MODIFY IN_ATTRIB IN_CLOSE_WRITE IN_MOVED_FROM
+        IN_MOVED_TO IN_CREATE IN_DELETE IN_DELETE_SELF IN_MOVE_SELF IN_UNMOUNT
+        IN_Q_OVERFLOW IN_IGNORED IN_ONLYDIR IN_DONT_FOLLOW IN_MASK_ADD IN_ISDIR
+    """,
     "sys/resource.h": """
         RLIMIT_NOFILE RLIMIT_CORE RLIM_INFINITY
     """,
@@ -173,6 +178,10 @@ int open(const char *pathname, int flags);
 int dup(int oldfd);
 int pipe2(int pipefd[2], int flags);
 int eventfd(unsigned int initval, int flags);
+int inotify_init1(int flags);
+int inotify_add_watch(int fd, const char *pathname, uint32_t mask);
+int inotify_rm_watch(int fd, int wd);
+ssize_t pread(int fd, void *buf, size_t count, off_t offset);
 
 int getrlimit(int resource, struct rlimit *rlim);
 int setrlimit(int resource, const struct rlimit *rlim);
@@ -190,7 +199,9 @@ SOURCES = [
     "src/ngx_shm.c",
     "src/ngx_connection.c",
     "src/ngx_epoll.c",
+    "src/ngx_http_cache.c",
     "src/ngx_http_fast.c",
+    "src/ngx_http_accept.c",
 ]
 
 # The headers whose cdef part cffi reads, in the order of their declarations (each
@@ -201,7 +212,9 @@ CDEF_HEADERS = [
     "src/ngx_shm.h",
     "src/ngx_connection.h",
     "src/ngx_epoll.h",
+    "src/ngx_http_cache.h",
     "src/ngx_http_fast.h",
+    "src/ngx_http_accept.h",
 ]
 
 CDEF_BEGIN = "/* cffi cdef: begin */"

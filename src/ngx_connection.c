@@ -49,6 +49,7 @@ ngxffi_stash_free(ngx_connection_t *c)
     c->stash = NULL;
     c->stash_len = 0;
     c->stash_out = 0;
+    c->stash_close = 0;
 }
 
 /* ngx_reusable_connection's queue: idle connections, oldest first, that

@@ -38,6 +38,7 @@
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
@@ -121,6 +122,7 @@ struct ngx_connection_s {
     unsigned tcp_nopush:2;
     unsigned queued:1;    /* ngxffi: linked in the reusable queue */
     unsigned stash_out:1; /* the stash is output to send, not input to parse */
+    unsigned stash_close:1; /* close once that output is sent */
     unsigned
         is_free:1; /* ngxffi: on the free list (a second free is refused) */
     unsigned
@@ -166,6 +168,8 @@ struct ngxffi_cycle_s {
 #include "ngx_shm.h"
 #include "ngx_connection.h"
 #include "ngx_epoll.h"
+#include "ngx_http_cache.h"
 #include "ngx_http_fast.h"
+#include "ngx_http_accept.h"
 
 #endif /* NGXFFI_H_INCLUDED */

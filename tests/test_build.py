@@ -28,6 +28,26 @@ KERNEL_ABI = {
     "EPOLL_CTL_DEL": 2,
     "EPOLL_CTL_MOD": 3,
     "EPOLLWAKEUP": 1 << 29,
+    # include/uapi/linux/inotify.h; IN_CLOEXEC and IN_NONBLOCK are O_CLOEXEC's and
+    # O_NONBLOCK's
+    "IN_MODIFY": 0x2,
+    "IN_ATTRIB": 0x4,
+    "IN_CLOSE_WRITE": 0x8,
+    "IN_MOVED_FROM": 0x40,
+    "IN_MOVED_TO": 0x80,
+    "IN_CREATE": 0x100,
+    "IN_DELETE": 0x200,
+    "IN_DELETE_SELF": 0x400,
+    "IN_MOVE_SELF": 0x800,
+    "IN_UNMOUNT": 0x2000,
+    "IN_Q_OVERFLOW": 0x4000,
+    "IN_IGNORED": 0x8000,
+    "IN_ONLYDIR": 0x0100_0000,
+    "IN_DONT_FOLLOW": 0x0200_0000,
+    "IN_MASK_ADD": 0x2000_0000,
+    "IN_ISDIR": 0x4000_0000,
+    "IN_CLOEXEC": os.O_CLOEXEC,
+    "IN_NONBLOCK": os.O_NONBLOCK,
 }
 
 # ngxffi's own (NGXFFI_*) have no stdlib counterpart; the event-core tests cover them.

@@ -176,20 +176,27 @@ class Loop:
     until a client socket has something to read (or was closed)."""
 
     def __init__(
-        self, conf: HttpCoreConf, fast: bool = True, clock_offset: int = 0
+        self,
+        conf: HttpCoreConf,
+        fast: bool = True,
+        clock_offset: int = 0,
+        response: Response = RETURN,
+        c_accept: bool = False,
     ) -> None:
         self.ls = Listening(("127.0.0.1", 0), print)
         open_listening_sockets([self.ls])
         self.cycle = Cycle(64, clock_offset=clock_offset)
         self.server = HttpServer(
             self.cycle,
-            lambda request: RETURN,
+            lambda request: response,
             conf,
-            fixed=RETURN if fast else None,
+            fixed=response if fast else None,
             fixed_except="/status",
         )
         self.ls.handler = self.server.init_connection
         add_listening(self.cycle, [self.ls])
+        if c_accept:
+            self.server.init_listening(self.ls)
         address = nos.getsockname(self.ls.fd)
         assert isinstance(address, tuple)
         self.port = address[1]

@@ -45,6 +45,7 @@ from ngxffi.event.event import (
 )
 
 if TYPE_CHECKING:
+    from ngxffi.event.connection import Connection
     from ngxffi.event.cycle import Cycle
     from ngxffi.event.listening import Listening
 
@@ -87,7 +88,7 @@ def add_listening(
         ls.connection = c
         rev = c.read
         rev.raw.accept = 1
-        rev.raw.deferred_accept = int(ls.deferred_accept)
+        rev.raw.deferred_accept = int(ls.deferred)
         rev.handler = event_accept
         cycle.use_exclusive_accept = bool(flags & EXCLUSIVE_EVENT)
         if register:
@@ -123,7 +124,9 @@ def event_accept(ev: Event) -> None:
             if _accept_failed(cycle, ev, err):
                 continue
             return
-        _accepted(cycle, ev, ls, s)
+        c = accepted(cycle, ev, ls, s)
+        if c is not None:
+            ls.handler(c)
         if not raw.available:
             _reorder_accept_events(cycle, ls)
             return
@@ -226,8 +229,11 @@ def shed_pending(cycle: Cycle, fd: int) -> int:
     return shed
 
 
-def _accepted(cycle: Cycle, ev: Event, ls: Listening, s: int) -> None:
-    """The part of ngx_event_accept after a successful accept."""
+def accepted(cycle: Cycle, ev: Event, ls: Listening, s: int) -> Connection | None:
+    """The part of ngx_event_accept after a successful accept of socket ``s`` on
+    listening event ``ev``, but for calling the listening socket's handler: the new
+    connection, or None when it could not be had (``s`` is closed then). Public for
+    C accept handlers' sockets (ngxffi.http.accept)."""
     stats = cycle.stats
     stats.add("accepted", 1)
     cycle.accept_disabled = cycle.connection_n // 8 - cycle.raw.free_connection_n
@@ -235,14 +241,14 @@ def _accepted(cycle: Cycle, ev: Event, ls: Listening, s: int) -> None:
     if c is None:
         if lib.close(s) == -1:
             log_error(ALERT, "close() socket failed", ffi.errno)
-        return
+        return None
     stats.add("active", 1)
     if not _state.use_accept4 and (
         lib.ngxffi_nonblocking(s) == -1 or lib.ngxffi_set_cloexec(s, 1) == -1
     ):
         log_error(ALERT, "fcntl(O_NONBLOCK) failed", ffi.errno)
         cycle.close_connection(c)
-        return
+        return None
     c.listening = ls
     c.write.raw.ready = 1
     if ev.raw.deferred_accept:
@@ -251,7 +257,7 @@ def _accepted(cycle: Cycle, ev: Event, ls: Listening, s: int) -> None:
     c.raw.number = cycle.connection_counter
     cycle.connection_counter += 1
     stats.add("handled", 1)
-    ls.handler(c)
+    return c
 
 
 def enable_accept_events(cycle: Cycle) -> int:

@@ -100,13 +100,19 @@ class Listening:
             if self.family == lib.AF_UNIX and isinstance(self.address, str):
                 os.chmod(self.address, 0o666)  # as nginx: any local user may connect
             nos.listen(s, self.backlog)
-            if self.deferred_accept:
+            if self.deferred:
                 nos.setsockopt(s, lib.IPPROTO_TCP, lib.TCP_DEFER_ACCEPT, 1)
         except BaseException:
             nos.close(s)
             raise
         self.fd = s
         return True
+
+    @property
+    def deferred(self) -> bool:
+        """Whether accepting waits for the first data: ``deferred_accept``, for TCP
+        only (a unix socket has no TCP_DEFER_ACCEPT)."""
+        return self.deferred_accept and self.family != lib.AF_UNIX
 
     def close(self) -> None:
         """Close the socket; a unix socket's file is removed, as nginx's master does."""

@@ -28,7 +28,7 @@ from ngxffi.core.log import ALERT, INFO, log_error
 from ngxffi.core.times import msec_diff
 from ngxffi.event.connection import Connection
 from ngxffi.event.cycle import Cycle
-from ngxffi.event.event import Event, handle_write_event
+from ngxffi.event.event import Event, handle_read_event, handle_write_event
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.fast import FAST_HANDLER, READ_SIZE
 from ngxffi.http.message import (
@@ -186,6 +186,7 @@ class HttpConnection:
                     data = os.read(fd, READ_SIZE)
                 except BlockingIOError:
                     rev.ready = 0
+                    handle_read_event(c.read)  # once: accepted ready, never added
                     break
                 except OSError:  # such as ECONNRESET
                     self.close()
@@ -227,11 +228,14 @@ class HttpConnection:
     def _take_stash(self) -> bytes | None:
         """What the C handler left: input to parse (returned), or answers it could
         not send at once (queued here, behind the write event)."""
-        error = self.c.raw.error  # only the rest of a cut answer was kept
+        raw = self.c.raw
+        error = raw.error  # only the rest of a cut answer was kept
+        close = raw.stash_close  # the C accept handler's answer to a close
         data, output = self.c.take_stash()
         if not output:
             return data
         self.out = deque([bytearray(data)])
+        self.close_after = bool(close)
         if error:
             log_error(
                 ALERT,
@@ -380,6 +384,8 @@ class HttpConnection:
         if self.counted != "waiting":
             c.raw.idle = 1
         cycle.reusable_connection(c, True)  # the most recently used
+        if not c.read.raw.active:  # accepted with its request there: never added
+            handle_read_event(c.read)
         if server.fast is not None:  # plain requests: the C handler answers them
             c.read.set_c_handler(FAST_HANDLER, server.fast)
         cycle.timers.add_timer(c.read, server.conf.keepalive_timeout)

@@ -29,7 +29,9 @@ class Listen:
     address: str = "127.0.0.1:8080"
     backlog: int = Listening.backlog
     reuseport: bool = Listening.reuseport
-    deferred: bool = Listening.deferred_accept
+    # On, where nginx's is off: a connection is accepted once its request is there,
+    # so that the C accept handler can answer it at once (ngxffi.http.accept).
+    deferred: bool = True
     emfile_policy: str = Listening.emfile_policy  # see ngxffi.event.accept
 
     def listening(self, handler: Callable[[Connection], object]) -> Listening:

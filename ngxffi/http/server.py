@@ -14,6 +14,8 @@ from ngxffi._ngx import ffi
 from ngxffi.event.connection import Connection
 from ngxffi.event.cycle import Cycle
 from ngxffi.event.event import USE_GREEDY_EVENT, handle_read_event
+from ngxffi.event.listening import Listening
+from ngxffi.http.accept import CAccept
 from ngxffi.http.connection import HttpConnection, on_read, on_write
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.fast import fast_conf
@@ -21,16 +23,17 @@ from ngxffi.http.message import FileBody, Handler, Request, Response
 from ngxffi.http.parse import HttpRequest, Limits
 
 
-def disarm_fast(read_events: Any, n: int, fast: tuple[Any, ...] | None) -> None:
-    """Clear the C handler of each of the ``n`` read events whose ``c_ctx`` is the
-    configuration in ``fast`` (what :func:`ngxffi.http.fast.fast_conf` made), so that
-    none recv()s into its buffers once they are freed."""
-    if fast is None:
-        return
-    ctx = fast[0]
+def disarm_fast(
+    read_events: Any, n: int, ctxs: tuple[Any, ...], keep: object = None
+) -> None:
+    """Clear the C handler of each of the ``n`` read events whose ``c_ctx`` is one of
+    ``ctxs`` (the C read handler's configuration that
+    :func:`ngxffi.http.fast.fast_conf` made, the C accept handler's), so that none
+    recv()s into their buffers once they are freed. ``keep``: what those point
+    into, held until then."""
     for i in range(n):
         ev = read_events[i]
-        if ev.c_ctx == ctx:
+        if ev.c_ctx != ffi.NULL and ev.c_ctx in ctxs:
             ev.c_handler = ffi.NULL
             ev.c_ctx = ffi.NULL
 
@@ -53,6 +56,7 @@ class HttpServer:
         access_log: TextIO | None = None,
         fixed: Response | None = None,
         fixed_except: str = "",
+        files: Any = None,
     ) -> None:
         self.cycle = cycle
         self.handler = handler
@@ -60,17 +64,19 @@ class HttpServer:
         self.limits = Limits.of(conf)
         self.access_log = access_log
         fast = (
-            fast_conf(fixed, fixed_except, conf, cycle.stats.field("requests"))
+            fast_conf(fixed, fixed_except, conf, cycle.stats.field("requests"), files)
             if access_log is None
             else None
         )
         self.fast: Any = fast[0] if fast else None  # the C handler's configuration
         self._fast_keep = fast  # with what it points into
-        # The C handler's c_ctx points into those buffers: before they are freed,
+        self.c_accept = CAccept(cycle, self.fast) if fast else None
+        # The C handlers' c_ctx point into those buffers: before they are freed,
         # whether close() or the collector frees them, the read events are cleared
         # (the finalizer holds the buffers, the events' array, never the server).
+        ctxs = (self.fast, self.c_accept.ctx) if self.c_accept else ()
         self._disarm = weakref.finalize(
-            self, disarm_fast, cycle.read_events, cycle.connection_n, fast
+            self, disarm_fast, cycle.read_events, cycle.connection_n, ctxs, fast
         )
         self._shutting_down = False
         self.short_read_drains = (
@@ -96,6 +102,8 @@ class HttpServer:
         self.fast = None
         self._fast_keep = None
         self._disarm()  # once: later calls do nothing
+        if self.c_accept is not None:
+            self.c_accept.close()
 
     @property
     def shutting_down(self) -> bool:
@@ -136,6 +144,12 @@ class HttpServer:
             f'HTTP/{request.version}" {response.status} {sent} '
             f'"{headers.get("referer", "-")}" "{headers.get("user-agent", "-")}"\n'
         )
+
+    def init_listening(self, ls: Listening) -> None:
+        """A listening socket is open in this worker: when C knows the answers, C
+        accepts on it too (:mod:`ngxffi.http.accept`)."""
+        if self.c_accept is not None:
+            self.c_accept.install(ls)
 
     def init_connection(self, c: Connection) -> None:
         """The listening socket's handler. Imitates ngx_http_init_connection: read

@@ -16,6 +16,7 @@ from typing import TextIO
 from ngxffi.core.conf import Conf
 from ngxffi.event.connection import Connection
 from ngxffi.event.cycle import Cycle
+from ngxffi.event.listening import Listening
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.message import Request, Response
 from ngxffi.http.server import HttpServer
@@ -63,6 +64,9 @@ class HttpService:
             return self.fixed
         assert self.static is not None
         return self.static(request)
+
+    def init_listening(self, ls: Listening) -> None:
+        self.server.init_listening(ls)
 
     def init_connection(self, c: Connection) -> None:
         self.server.init_connection(c)

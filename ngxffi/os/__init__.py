@@ -53,6 +53,13 @@ from ngxffi.os.files import (
     write,
     writev,
 )
+from ngxffi.os.inotify import (
+    InotifyEvent,
+    inotify_add_watch,
+    inotify_events,
+    inotify_init1,
+    inotify_rm_watch,
+)
 from ngxffi.os.limits import (
     clock_gettime_ns,
     getrlimit,
@@ -82,6 +89,7 @@ __all__ = [
     "Buffer",
     "FileLike",
     "HasFileno",
+    "InotifyEvent",
     "accept",
     "accept4",
     "bind",
@@ -102,6 +110,10 @@ __all__ = [
     "getrlimit",
     "getsockname",
     "getsockopt",
+    "inotify_add_watch",
+    "inotify_events",
+    "inotify_init1",
+    "inotify_rm_watch",
     "listen",
     "new_events",
     "pipe2",

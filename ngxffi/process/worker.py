@@ -40,6 +40,10 @@ class Service(Protocol):
     """What a worker serves, made in the worker once its cycle exists (≈ the
     modules' ``init_process``)."""
 
+    def init_listening(self, ls: Listening) -> None:
+        """The listening socket is open and registered in this worker (its
+        connection exists): the service may put a C handler on its read event."""
+
     def init_connection(self, c: Connection) -> None:
         """The listening socket's handler: take an accepted connection."""
 
@@ -159,6 +163,7 @@ class Worker:
         else:
             flags = EXCLUSIVE_EVENT if self.accept == "exclusive" else LEVEL_EVENT
             add_listening(cy, [ls], flags)
+        service.init_listening(ls)
 
 
 def graceful_shutdown(
