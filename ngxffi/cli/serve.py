@@ -5,12 +5,19 @@ Settings come from nginx's defaults, then ``-c FILE`` (TOML, see
 directive checks. ``-t`` tests the configuration and exits, as ``nginx -t``. The
 rest is the process layer's (:mod:`ngxffi.process.cycle`): one process, or a master
 and workers; SIGINT/SIGTERM stop it, SIGQUIT gracefully, SIGHUP re-reads ``-c``.
+
+``--app MODULE:CALLABLE`` serves a user's handler (:mod:`ngxffi.http.app`). The
+current directory goes first on ``sys.path`` so that its modules import, as
+``python -m``, uvicorn and gunicorn do; the module is imported here, before any
+worker starts, and again on each SIGHUP. ``--app`` with ``--return`` or ``--root``
+is a usage error (exit status 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -19,8 +26,9 @@ from ngxffi.core import log
 from ngxffi.core.conf import Conf, ConfigError, ModuleConf, load
 from ngxffi.event.conf import EventConf
 from ngxffi.event.modules import MODULES as EVENT_METHODS
+from ngxffi.http.app import AppConf
 from ngxffi.http.core import HttpCoreConf
-from ngxffi.http.service import configuration
+from ngxffi.http.service import check_content, configuration
 from ngxffi.http.static import StaticConf
 from ngxffi.http.status import StatusConf
 from ngxffi.process.conf import CoreConf
@@ -34,6 +42,7 @@ MODULES: tuple[type[ModuleConf], ...] = (
     HttpCoreConf,
     StaticConf,
     StatusConf,
+    AppConf,
 )
 # flags that set a directive of the same meaning (dest -> directive)
 FLAGS = {
@@ -42,6 +51,7 @@ FLAGS = {
     "use": "use",
     "multi_accept": "multi_accept",
     "root": "root",
+    "app": "app",
     "status_path": "status_path",
     "access_log": "access_log",
     "keepalive_timeout": "keepalive_timeout",
@@ -60,6 +70,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="worker_processes")
     p.add_argument("--worker-connections", type=int, metavar="N")
     p.add_argument("--root", metavar="DIR", help="serve the files under DIR")
+    p.add_argument(
+        "--app",
+        metavar="MODULE:CALLABLE",
+        help="answer with this callable (a Request in, a Response out)",
+    )
     p.add_argument(
         "--return",
         dest="ret",
@@ -94,11 +109,20 @@ def configure(args: argparse.Namespace) -> Conf:
         status, body = args.ret
         code = int(status) if status.isdigit() else status  # return's check refuses it
         conf.set("return", [code, body], " (--return)")
+    check_content(conf)
     return conf
 
 
 def run(args: argparse.Namespace) -> int:
     name = args.config or "(command line)"
+    clash = _clash(args)
+    if clash:  # a usage error, as argparse's, in one line
+        print(
+            f"ngxffi serve: error: --app cannot be used with {clash}", file=sys.stderr
+        )
+        return 2
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         conf = configure(args)
     except ConfigError as e:
@@ -119,6 +143,13 @@ def run(args: argparse.Namespace) -> int:
         return configuration(configure(args))
 
     return run_processes(configuration(conf), reread, functools.partial(announce, conf))
+
+
+def _clash(args: argparse.Namespace) -> str | None:
+    """The flag that cannot go with ``--app``, if one was given with it."""
+    if args.app is None:
+        return None
+    return "--return" if args.ret else "--root" if args.root is not None else None
 
 
 def announce(conf: Conf, bound: str) -> None:

@@ -4,7 +4,8 @@ handler chosen by the directives, the access log).
 
 Every request goes to stub_status when its path is ``status_path``, else to the
 content handler: ``return``'s fixed answer if there is one (which the C read handler
-can send too), or the static files under ``root`` (default: a small bundled page).
+can send too), or the user's ``app`` (:mod:`ngxffi.http.app`), or the static files
+under ``root`` (default: a small bundled page). ``app`` excludes the other two.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import functools
 from pathlib import Path
 from typing import TextIO
 
-from ngxffi.core.conf import Conf
+from ngxffi.core.conf import Conf, ConfigError
 from ngxffi.event.connection import Connection
 from ngxffi.event.cycle import Cycle
 from ngxffi.event.listening import Listening
+from ngxffi.http.app import AppConf
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.message import Request, Response
 from ngxffi.http.server import HttpServer
@@ -33,6 +35,20 @@ def configuration(conf: Conf) -> Configuration:
     return Configuration(conf, listening, functools.partial(HttpService, conf))
 
 
+def check_content(conf: Conf) -> None:
+    """``app`` with ``return`` or ``root`` is an error: an app answers every request
+    but ``status_path``, so the other would silently never be used."""
+    if conf[AppConf].app is None:
+        return
+    others = {"return": conf[HttpCoreConf].return_, "root": conf[StaticConf].root}
+    for name, value in others.items():
+        if value is not None:
+            raise ConfigError(
+                f'"app" cannot be used with "{name}": '
+                "an app answers every request but status_path"
+            )
+
+
 def _no_handler(c: Connection) -> None:
     """Until a worker installs its service's handler."""
     raise RuntimeError("the listening socket's handler is set in the worker")
@@ -46,6 +62,7 @@ class HttpService:
         self.status_path = conf[StatusConf].status_path
         fixed = None if core.return_ is None else Response(*_encoded(core.return_))
         self.fixed = fixed
+        self.app = conf[AppConf].app
         self.static = None if fixed else Static(conf[StaticConf].root or BUNDLED)
         self.server = HttpServer(
             cycle,
@@ -62,6 +79,8 @@ class HttpService:
             return stub_status(self.server.cycle.stats, request)
         if self.fixed is not None:
             return self.fixed
+        if self.app is not None:
+            return self.app(request)
         assert self.static is not None
         return self.static(request)
 
