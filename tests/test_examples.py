@@ -22,12 +22,26 @@ def run(name: str) -> str:
 
 def test_every_example_is_covered() -> None:
     assert {p.name for p in EXAMPLES.glob("*.py")} == {
+        "app_hello.py",
         "edge_vs_level.py",
         "dup_trap.py",
         "echo_server.py",
         "stale_events.py",
         "thundering_herd.py",
     }
+
+
+def test_app_hello() -> None:
+    lines = run("app_hello.py").splitlines()
+    assert lines[:4] == [
+        "GET / -> 200 OK: hello, world (GET from app_hello.py)",
+        "GET /?name=ngxffi -> 200 OK: hello, ngxffi (GET from app_hello.py)",
+        "GET /fail -> 500 Internal Server Error: <html>",
+        "GET /status -> 200 OK: Active connections: 1 ",
+    ]
+    assert lines[4].startswith(
+        'error log: app "app_hello:app" raised RuntimeError: a bug in the handler, '
+    )
 
 
 def test_edge_vs_level() -> None:
