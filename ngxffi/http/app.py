@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import re
 import reprlib
 import sys
 import traceback
@@ -27,12 +26,13 @@ from ngxffi import os as nos
 from ngxffi.core.conf import Command, string
 from ngxffi.core.log import ERR, log_error
 from ngxffi.http.core import HttpCoreConf
-from ngxffi.http.message import REASONS, Request, Response, error_page
-
-# what build_fixed_head can send as is: a header name is an RFC 9110 token; a value
-# (and Content-Type) any latin-1 but CR, LF, NUL and the other controls
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+from ngxffi.http.message import (
+    REASONS,
+    Request,
+    Response,
+    build_fixed_head,
+    error_page,
+)
 
 
 class App:
@@ -52,6 +52,7 @@ class App:
     ) -> None:
         self.spec = spec
         self.handler = handler
+        self.server_tokens = server_tokens
         self.failed = error_page(500, REASONS[500], server_tokens)
 
     def __call__(self, request: Request) -> Response:
@@ -60,7 +61,9 @@ class App:
         except Exception as e:
             self._log(request, f"raised {_one_line(e)}", _handler_traceback(e))
             return self.failed
-        problem = invalid(response)
+        if isinstance(response, Response) and response.fixed_head is not None:
+            return response  # sent before, and so checked: its head is built
+        problem = build_head(response, self.server_tokens)
         if problem is not None:
             self._log(request, f"returned {problem}")
             if isinstance(response, Response) and isinstance(response.file, int):
@@ -77,34 +80,30 @@ class App:
         )
 
 
-def invalid(response: object) -> str | None:
-    """What makes ``response`` impossible to send as it is, or None."""
+def build_head(response: object, server_tokens: str) -> str | None:
+    """Build ``response``'s fixed head, as the server would when it sends it (so it
+    costs no more than that), and check what building does not: None when it can be
+    sent as it is, else what is wrong."""
     if not isinstance(response, Response):
         return f"{reprlib.repr(response)}, not a Response"
-    status, body = response.status, response.body
-    if (
-        not isinstance(status, int)
-        or isinstance(status, bool)
-        or not 100 <= status <= 599
-    ):
+    status, body, file = response.status, response.body, response.file
+    if not isinstance(status, int) or isinstance(status, bool) or not 99 < status < 600:
         return f"status {status!r}, not an integer from 100 to 599"
     if not isinstance(body, bytes):
         return f"a body of type {type(body).__name__}, not bytes"
-    file, length = response.file, response.length
-    if not isinstance(file, int) or not isinstance(length, int):
-        return f"file {file!r} and length {length!r}, not integers"
-    if file >= 0 and length < 0:
-        return "a file without its length"
-    if not isinstance(response.content_type, str) or not _VALUE.fullmatch(
-        response.content_type
-    ):
-        return f"Content-Type {response.content_type!r}"
-    headers = response.headers
-    if not isinstance(headers, tuple | list):
-        return f"headers {reprlib.repr(headers)}, not a tuple"
-    for header in headers:
-        if not _is_header(header):
-            return f"header {reprlib.repr(header)}, not a (name, value) of text"
+    length = response.length
+    if not isinstance(file, int) or not isinstance(length, int) or file >= 0 > length:
+        return f"file {file!r} of length {length!r}"
+    try:
+        head = build_fixed_head(response, server_tokens)
+        # build_fixed_head ends its lines, and only them, with CRLF: a CR or LF
+        # more came from the handler's strings (header injection)
+        lines = 2 + 2 * (status != 304) + len(response.headers)
+    except (TypeError, ValueError) as e:  # headers not pairs, not latin-1 text...
+        return f"a head that cannot be built ({_one_line(e)})"
+    if head.count(b"\n") != lines or head.count(b"\r") != lines:
+        return "a header or Content-Type with CR or LF"
+    response.fixed_head = head
     return None
 
 
@@ -112,18 +111,6 @@ def _close(fd: int) -> None:
     if fd >= 0:
         with contextlib.suppress(OSError):  # EBADF: the handler closed it itself
             nos.close(fd)
-
-
-def _is_header(header: object) -> bool:
-    if not isinstance(header, tuple) or len(header) != 2:
-        return False
-    name, value = header
-    return (
-        isinstance(name, str)
-        and isinstance(value, str)
-        and _TOKEN.fullmatch(name) is not None
-        and _VALUE.fullmatch(value) is not None
-    )
 
 
 def load_app(value: object) -> App:
