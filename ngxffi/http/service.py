@@ -63,7 +63,8 @@ class HttpService:
         fixed = None if core.return_ is None else Response(*_encoded(core.return_))
         self.fixed = fixed
         self.app = conf[AppConf].app
-        self.static = None if fixed else Static(conf[StaticConf].root or BUNDLED)
+        no_files = fixed or self.app  # each answers all but status_path itself
+        self.static = None if no_files else Static(conf[StaticConf].root or BUNDLED)
         self.server = HttpServer(
             cycle,
             self.handle,
