@@ -1,5 +1,6 @@
 /*
- * Non-variadic helpers around fcntl(2) and prctl(2) (see ngx_os.h).
+ * Non-variadic helpers around fcntl(2), prctl(2) and openat(2), and openat2(2)
+ * (see ngx_os.h).
  */
 
 #include "ngxffi.h"
@@ -80,4 +81,41 @@ ngxffi_set_cloexec(int fd, int on)
     if (flags == -1) return -1;
     flags = on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
     return fcntl(fd, F_SETFD, flags);
+}
+
+/* Whether an open is refused before the kernel sees it: the helpers pass no
+   mode, so a file they created would have mode 0. */
+static int
+ngxffi_open_refused(const char *path, uint64_t flags)
+{
+    uint64_t tmpfile = (uint64_t) O_TMPFILE;
+
+    if (path == NULL) {
+        errno = EFAULT;
+        return 1;
+    }
+    if ((flags & (uint64_t) O_CREAT) || (flags & tmpfile) == tmpfile) {
+        errno = EINVAL;
+        return 1;
+    }
+    return 0;
+}
+
+int
+ngxffi_openat2(int dirfd, const char *path, uint64_t flags, uint64_t resolve)
+{
+    struct open_how how;
+
+    if (ngxffi_open_refused(path, flags)) return -1;
+    memset(&how, 0, sizeof(how));
+    how.flags = flags;
+    how.resolve = resolve;
+    return (int) syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+
+int
+ngxffi_openat(int dirfd, const char *path, int flags)
+{
+    if (ngxffi_open_refused(path, (uint64_t) (unsigned) flags)) return -1;
+    return openat(dirfd, path, flags);
 }

@@ -48,6 +48,12 @@ KERNEL_ABI = {
     "IN_ISDIR": 0x4000_0000,
     "IN_CLOEXEC": os.O_CLOEXEC,
     "IN_NONBLOCK": os.O_NONBLOCK,
+    # openat2(2)'s, which the stdlib does not have (linux/openat2.h)
+    "RESOLVE_NO_XDEV": 0x01,
+    "RESOLVE_NO_MAGICLINKS": 0x02,
+    "RESOLVE_NO_SYMLINKS": 0x04,
+    "RESOLVE_BENEATH": 0x08,
+    "RESOLVE_IN_ROOT": 0x10,
 }
 
 # ngxffi's own (NGXFFI_*) have no stdlib counterpart; the event-core tests cover them.

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import Signaller
 
-from ngxffi import lib
+from ngxffi import ffi, lib
 from ngxffi import os as nos
+from ngxffi.os import beneath
 
 Connect = Callable[[tuple[str, int]], int]
 Listener = tuple[int, tuple[str, int]]
@@ -311,3 +312,138 @@ def test_monotonic_clock_agrees_with_time_monotonic() -> None:
     ours = nos.clock_gettime_ns()
     after = time.monotonic_ns()
     assert before <= ours <= after
+
+
+# --- opening beneath a directory: openat2 and the walk --------------------------------
+
+
+@pytest.fixture
+def tree(tmp_path: Path, fds: list[int]) -> int:
+    """A root's O_PATH descriptor; beside the root, outside/secret.txt."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    (root / "a.txt").write_text("a")
+    (root / "sub" / "b.txt").write_text("b")
+    (root / "link").symlink_to("a.txt")
+    (root / "sub" / "up").symlink_to("../a.txt")  # ".." that stays beneath
+    (root / "sublink").symlink_to("sub")
+    (root / "out").symlink_to("../outside")
+    (root / "abs").symlink_to(root / "a.txt")  # absolute, though inside
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    fds.append(fd)
+    return fd
+
+
+def read_all(fd: int) -> bytes:
+    try:
+        return nos.read(fd, 100)
+    finally:
+        nos.close(fd)
+
+
+BENEATH = nos.RESOLVE_BENEATH | nos.RESOLVE_NO_MAGICLINKS
+
+
+def test_openat2_beneath_follows_symlinks_that_stay_inside(tree: int) -> None:
+    for path, data in [("a.txt", b"a"), ("link", b"a"), ("sub/up", b"a")]:
+        assert read_all(nos.openat2(tree, path, os.O_RDONLY, BENEATH)) == data
+    assert read_all(nos.openat2(tree, "sublink/../sub/./b.txt", 0, BENEATH)) == b"b"
+
+
+@pytest.mark.parametrize(
+    "path", ["out/secret.txt", "abs", "../outside/secret.txt", "/etc/passwd"]
+)
+def test_openat2_beneath_refuses_what_leaves_with_exdev(tree: int, path: str) -> None:
+    with pytest.raises(OSError, match=r"\] openat2: ") as e:
+        nos.openat2(tree, path, os.O_RDONLY, BENEATH)
+    assert e.value.errno == lib.EXDEV
+
+
+@pytest.mark.parametrize("path", ["link", "sub/up", "sublink/b.txt"])
+def test_no_symlinks_refuses_every_symlink_with_eloop(tree: int, path: str) -> None:
+    with pytest.raises(OSError, match="openat2: ") as e:
+        nos.openat2(tree, path, os.O_RDONLY, BENEATH | nos.RESOLVE_NO_SYMLINKS)
+    assert e.value.errno == lib.ELOOP
+
+
+def test_no_magiclinks_refuses_proc_fd_links(tree: int, fds: list[int]) -> None:
+    proc = os.open("/proc/self", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    fds.append(proc)
+    with pytest.raises(OSError, match="openat2: ") as e:
+        nos.openat2(proc, f"fd/{tree}", os.O_PATH, nos.RESOLVE_NO_MAGICLINKS)
+    assert e.value.errno == lib.ELOOP
+    fds.append(nos.openat2(proc, f"fd/{tree}", os.O_PATH))  # followed without it
+
+
+def test_openat2_bad_arguments(tree: int, tmp_path: Path) -> None:
+    r, w = nos.pipe2()
+    nos.close(r)
+    nos.close(w)
+    with pytest.raises(OSError, match=r"\[Errno 9\] openat2: ") as e:
+        nos.openat2(r, "a.txt", os.O_RDONLY)  # closed: EBADF
+    assert e.value.errno == lib.EBADF
+    with pytest.raises(ValueError, match="null"):
+        nos.openat2(tree, "a.txt\0/../x", os.O_RDONLY)
+    for flags in (os.O_CREAT | os.O_WRONLY, os.O_TMPFILE | os.O_RDWR):
+        with pytest.raises(OSError, match="openat2: ") as e:
+            nos.openat2(tree, "new", flags)
+        assert e.value.errno == lib.EINVAL
+    assert not (tmp_path / "root" / "new").exists()
+    with pytest.raises(OverflowError):
+        nos.openat2(tree, "a.txt", -1)
+    assert lib.ngxffi_openat2(tree, ffi.NULL, 0, 0) == -1 and ffi.errno == lib.EFAULT
+    assert lib.ngxffi_openat(tree, ffi.NULL, 0) == -1 and ffi.errno == lib.EFAULT
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize(
+    ("path", "err"),
+    [
+        ("link", lib.ELOOP),
+        ("sub/up", lib.ELOOP),
+        ("sublink/b.txt", lib.ELOOP),  # a symlinked directory on the way
+        ("out/secret.txt", lib.ELOOP),
+        ("abs", lib.ELOOP),
+        ("../outside/secret.txt", lib.EXDEV),
+        ("sub/../a.txt", lib.EXDEV),  # not resolved, even inside
+        ("/etc/passwd", lib.EXDEV),
+        ("a.txt/x", lib.ENOTDIR),
+        ("sub/missing", lib.ENOENT),
+    ],
+)
+def test_the_walk_follows_no_symlink_and_leaks_no_fd(
+    tree: int, path: str, err: int
+) -> None:
+    before = open_fds()
+    with pytest.raises(OSError, match="openat: ") as e:
+        nos.walk_beneath(tree, path, os.O_RDONLY)
+    assert e.value.errno == err
+    assert open_fds() == before
+
+
+def test_the_walk_opens_files_and_directories_beneath(tree: int) -> None:
+    before = open_fds()
+    assert read_all(nos.walk_beneath(tree, "sub//./b.txt", os.O_RDONLY)) == b"b"
+    fd = nos.walk_beneath(tree, "", os.O_RDONLY | os.O_DIRECTORY)  # the root itself
+    assert os.path.samestat(os.fstat(fd), os.fstat(tree))
+    nos.close(fd)
+    assert open_fds() == before
+
+
+def test_open_beneath_walks_when_openat2_is_switched_off(
+    tree: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert read_all(nos.open_beneath(tree, "sub/up", os.O_RDONLY)) == b"a"
+    with pytest.raises(OSError, match="openat2: ") as e:
+        nos.open_beneath(tree, "sub/up", os.O_RDONLY, symlinks=False)
+    assert e.value.errno == lib.ELOOP
+    monkeypatch.setattr(beneath, "use_openat2", False)
+    with pytest.raises(OSError, match="openat: ") as e:
+        nos.open_beneath(tree, "sub/up", os.O_RDONLY)  # symlinks=True, refused anyway
+    assert e.value.errno == lib.ELOOP
+    assert read_all(nos.open_beneath(tree, "sub/b.txt", os.O_RDONLY)) == b"b"

@@ -21,6 +21,17 @@ here, so ``from ngxffi import os as nos`` then ``nos.epoll_wait(...)`` is the wa
 
 from __future__ import annotations
 
+from ngxffi.os.beneath import (
+    RESOLVE_BENEATH,
+    RESOLVE_IN_ROOT,
+    RESOLVE_NO_MAGICLINKS,
+    RESOLVE_NO_SYMLINKS,
+    RESOLVE_NO_XDEV,
+    open_beneath,
+    openat,
+    openat2,
+    walk_beneath,
+)
 from ngxffi.os.epoll import (
     epoll_create1,
     epoll_ctl,
@@ -86,6 +97,11 @@ from ngxffi.os.socket import (
 
 __all__ = [
     "LISTEN_BACKLOG",
+    "RESOLVE_BENEATH",
+    "RESOLVE_IN_ROOT",
+    "RESOLVE_NO_MAGICLINKS",
+    "RESOLVE_NO_SYMLINKS",
+    "RESOLVE_NO_XDEV",
     "Buffer",
     "FileLike",
     "HasFileno",
@@ -116,6 +132,9 @@ __all__ = [
     "inotify_rm_watch",
     "listen",
     "new_events",
+    "open_beneath",
+    "openat",
+    "openat2",
     "pipe2",
     "read",
     "readv",
@@ -133,6 +152,7 @@ __all__ = [
     "sigset",
     "socket",
     "socketpair",
+    "walk_beneath",
     "write",
     "writev",
 ]
