@@ -6,6 +6,7 @@ missing feature (that is the answer), only for an unexpected failure.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ngxffi import os as nos
@@ -64,6 +65,24 @@ def accept4() -> bool:
     """
     lib.accept4(-1, ffi.NULL, ffi.NULL, lib.SOCK_NONBLOCK)
     return bool(ffi.errno != lib.ENOSYS)
+
+
+def openat2() -> bool:
+    """Whether openat2 (Linux 5.6+) opens beneath a directory: ``.`` under ``/``
+    with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS. No when the
+    kernel has no such call (ENOSYS), when a seccomp filter that predates it refuses
+    it (EPERM) or when it knows none of these flags (EINVAL). nginx has no openat2."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    resolve = nos.RESOLVE_BENEATH | nos.RESOLVE_NO_SYMLINKS | nos.RESOLVE_NO_MAGICLINKS
+    try:
+        nos.close(nos.openat2(root, ".", os.O_PATH | os.O_CLOEXEC, resolve))
+        return True
+    except OSError as e:
+        if e.errno in (lib.ENOSYS, lib.EPERM, lib.EINVAL):
+            return False
+        raise
+    finally:
+        nos.close(root)
 
 
 def layout(ctype: str) -> dict[str, Any]:
