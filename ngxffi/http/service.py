@@ -64,7 +64,9 @@ class HttpService:
         self.fixed = fixed
         self.app = conf[AppConf].app
         no_files = fixed or self.app  # each answers all but status_path itself
-        self.static = None if no_files else Static(conf[StaticConf].root or BUNDLED)
+        static = conf[StaticConf]
+        root, disable_symlinks = static.root or BUNDLED, static.disable_symlinks == "on"
+        self.static = None if no_files else Static(root, disable_symlinks)
         self.server = HttpServer(
             cycle,
             self.handle,
@@ -96,11 +98,17 @@ class HttpService:
 
     def reopen(self) -> None:
         """SIGUSR1, as nginx's ngx_reopen_files: after a rotation, a new file."""
-        self.close()
+        self._close_access_log()
         self.server.access_log = self._open_access_log()
 
     def close(self) -> None:
+        """The worker is done: its C handler's buffers, the log, the root's fd."""
         self.server.close()  # no C handler keeps its buffers
+        self._close_access_log()
+        if self.static is not None:
+            self.static.close()
+
+    def _close_access_log(self) -> None:
         if self.server.access_log is not None:
             self.server.access_log.close()
 
