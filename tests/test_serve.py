@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -472,3 +473,41 @@ def test_mixed_traffic_on_a_kept_alive_connection(server: Server) -> None:
     # 1 + 9 requests here, and the status request itself
     assert " 2 2 11 \n" in server.status()
     s.close()
+
+
+def unread_by_server(port: int, client: socket.socket) -> int:
+    """The bytes the server side of ``client``'s connection (local port ``port``)
+    has not read yet, from /proc/net/tcp's rx_queue (-1: no such socket)."""
+    peer = client.getsockname()[1]
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if (
+            int(local.split(":")[1], 16) == port
+            and int(remote.split(":")[1], 16) == peer
+        ):
+            return int(fields[4].split(":")[1], 16)
+    return -1
+
+
+@pytest.mark.parametrize(
+    "args", [("--return", "200", "hello"), ()], ids=["return", "root"]
+)
+def test_a_request_in_two_reads_is_answered(args: tuple[str, ...]) -> None:
+    """A connection accepted with data there (deferred accept) must be registered for
+    reads once that data is read: the rest of a split request comes as an event."""
+    server = Server(*args)
+    s = server.connect()
+    try:
+        for _ in range(2):  # a new connection, then the same kept alive
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            deadline = time.monotonic() + 5
+            while unread_by_server(server.port, s) != 0:  # the server read it
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            s.sendall(b"Host: x\r\n\r\n")
+            head, _body = read_response(s)
+            assert head.startswith(b"HTTP/1.1 200 ")
+    finally:
+        s.close()
+        server.stop()

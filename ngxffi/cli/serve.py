@@ -27,6 +27,7 @@ from ngxffi.core.conf import Conf, ConfigError, ModuleConf, load
 from ngxffi.event.conf import EventConf
 from ngxffi.event.modules import MODULES as EVENT_METHODS
 from ngxffi.http.app import AppConf
+from ngxffi.http.cache import OpenFileCacheConf
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.service import check_content, configuration
 from ngxffi.http.static import StaticConf
@@ -41,6 +42,7 @@ MODULES: tuple[type[ModuleConf], ...] = (
     EventConf,
     HttpCoreConf,
     StaticConf,
+    OpenFileCacheConf,
     StatusConf,
     AppConf,
 )

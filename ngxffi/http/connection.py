@@ -186,7 +186,6 @@ class HttpConnection:
                     data = os.read(fd, READ_SIZE)
                 except BlockingIOError:
                     rev.ready = 0
-                    handle_read_event(c.read)  # once: accepted ready, never added
                     break
                 except OSError:  # such as ECONNRESET
                     self.close()
@@ -344,6 +343,10 @@ class HttpConnection:
         c = self.c
         server = self.server
         r = self.r
+        if not c.read.raw.active:
+            # accepted with its data there (deferred accept, the C accept handler),
+            # the read event was not added: it is now that reading stops
+            handle_read_event(c.read)
         if self.out is not None:
             self.state = "writing"
         elif r is not None and r.begun:
@@ -384,8 +387,6 @@ class HttpConnection:
         if self.counted != "waiting":
             c.raw.idle = 1
         cycle.reusable_connection(c, True)  # the most recently used
-        if not c.read.raw.active:  # accepted with its request there: never added
-            handle_read_event(c.read)
         if server.fast is not None:  # plain requests: the C handler answers them
             c.read.set_c_handler(FAST_HANDLER, server.fast)
         cycle.timers.add_timer(c.read, server.conf.keepalive_timeout)

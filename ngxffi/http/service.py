@@ -19,6 +19,7 @@ from ngxffi.event.connection import Connection
 from ngxffi.event.cycle import Cycle
 from ngxffi.event.listening import Listening
 from ngxffi.http.app import AppConf
+from ngxffi.http.cache import OpenFileCache, OpenFileCacheConf
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.message import Request, Response
 from ngxffi.http.server import HttpServer
@@ -63,10 +64,9 @@ class HttpService:
         fixed = None if core.return_ is None else Response(*_encoded(core.return_))
         self.fixed = fixed
         self.app = conf[AppConf].app
-        no_files = fixed or self.app  # each answers all but status_path itself
-        static = conf[StaticConf]
-        root, disable_symlinks = static.root or BUNDLED, static.disable_symlinks == "on"
-        self.static = None if no_files else Static(root, disable_symlinks)
+        self.static = self.cache = None
+        if not (fixed or self.app):  # each answers all but status_path itself
+            self.static, self.cache = _static(conf, cycle)
         self.server = HttpServer(
             cycle,
             self.handle,
@@ -74,6 +74,7 @@ class HttpService:
             self._open_access_log(),
             fixed=fixed,  # what the handler answers, for C to send
             fixed_except=self.status_path,
+            files=self.cache.table if self.cache else None,  # or the cached files
         )
 
     def handle(self, request: Request) -> Response:
@@ -105,6 +106,8 @@ class HttpService:
         """The worker is done: its C handler's buffers, the log, the root's fd."""
         self.server.close()  # no C handler keeps its buffers
         self._close_access_log()
+        if self.cache is not None:
+            self.cache.close()
         if self.static is not None:
             self.static.close()
 
@@ -116,6 +119,21 @@ class HttpService:
         """Line-buffered: each request is on disk at once."""
         path = self.core.access_log
         return open(path, "a", buffering=1) if path else None
+
+
+def _static(conf: Conf, cycle: Cycle) -> tuple[Static, OpenFileCache | None]:
+    """The static module under ``root``, with its open-file cache unless that is
+    off (``open_file_cache = 0``)."""
+    static_conf = conf[StaticConf]
+    root = Path(static_conf.root or BUNDLED).resolve()
+    static = Static(root, static_conf.disable_symlinks == "on")
+    cache_conf = conf[OpenFileCacheConf]
+    if cache_conf.open_file_cache > 0:
+        server_tokens = conf[HttpCoreConf].server_tokens
+        static.cache = OpenFileCache(
+            cycle, root, cache_conf, server_tokens, static.identity
+        )
+    return static, static.cache
 
 
 def _encoded(ret: tuple[int, str]) -> tuple[int, bytes]:

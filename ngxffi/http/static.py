@@ -37,6 +37,7 @@ import httptools
 from ngxffi import os as nos
 from ngxffi.core import log
 from ngxffi.core.conf import Command, enum, string
+from ngxffi.http.cache import OpenFileCache
 from ngxffi.http.message import Request, Response
 
 DEFAULT_TYPE = "application/octet-stream"
@@ -82,6 +83,7 @@ class Static:
         # a root that is itself a symlink is followed: only what lies beneath counts
         self.fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.symlinks = not disable_symlinks
+        self.cache: OpenFileCache | None = None  # set by the service that has one
 
     def close(self) -> None:
         """Close the root's descriptor (once; later calls do nothing)."""
@@ -100,9 +102,25 @@ class Static:
             nos.close(fd)
             raise
 
+    def identity(self, name: str) -> tuple[int, int] | None:
+        """The device and inode ``name`` leads to now, or None: how the cache makes
+        sure nothing changed between an open and its watches."""
+        try:
+            fd, st = self.open(name.lstrip("/"))
+        except OSError:
+            return None
+        nos.close(fd)
+        return st.st_dev, st.st_ino
+
     def __call__(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
             return Response(405, b"")
+        cache = self.cache
+        key = request.uri.partition("?")[0]
+        if cache is not None:
+            entry = cache.get(key)
+            if entry is not None:
+                return entry.answer(request)
         path = normalize(request.uri)
         if path is None:
             return Response(400, b"")
@@ -114,7 +132,10 @@ class Static:
             if index and e.errno == errno.ENOENT:
                 return self._no_index(path)
             return _failed(target, e)
-        return _file(fd, st, target, index, request)
+        response = _file(fd, st, target, index, request)
+        if cache is not None and response.status == 200:
+            cache.put(key, target, fd, st, response)
+        return response
 
     def _no_index(self, path: str) -> Response:
         """A directory without its index is 403 (no listing); no directory, 404."""

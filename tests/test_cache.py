@@ -1,0 +1,212 @@
+"""The open-file cache (ngxffi.http.cache): a static file asked for again is
+answered from the cache (in C on an idle keep-alive connection) with exactly the
+bytes the uncached path sends; inotify drops an entry as soon as its file, or a
+directory on its path, changes."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from test_http_fast import undated
+from test_serve import read_response
+
+from ngxffi import os as nos
+from ngxffi.event.accept import add_listening
+from ngxffi.event.cycle import Cycle
+from ngxffi.event.event import process_events_and_timers
+from ngxffi.event.listening import Listening, open_listening_sockets
+from ngxffi.http.cache import OpenFileCache, OpenFileCacheConf
+from ngxffi.http.core import HttpCoreConf
+from ngxffi.http.server import HttpServer
+from ngxffi.http.static import Static
+
+SMALL = b"s" * 1024  # kept in memory
+LARGE = bytes(range(256)) * 256  # 64 KiB: sent from the cached descriptor
+
+
+class Files:
+    """A static server on a cycle of this process, with the cache or without."""
+
+    def __init__(self, root: Path, max_entries: int = 100) -> None:
+        self.ls = Listening(("127.0.0.1", 0), print)
+        open_listening_sockets([self.ls])
+        self.cycle = Cycle(64)
+        self.static = Static(root)
+        self.cache = None
+        if max_entries:
+            conf = OpenFileCacheConf(open_file_cache=max_entries)
+            self.cache = OpenFileCache(
+                self.cycle, root, conf, "ngxffi", self.static.identity
+            )
+        self.static.cache = self.cache
+        table = self.cache.table if self.cache else None
+        self.server = HttpServer(self.cycle, self.static, HttpCoreConf(), files=table)
+        self.ls.handler = self.server.init_connection
+        add_listening(self.cycle, [self.ls])
+        self.server.init_listening(self.ls)
+        address = nos.getsockname(self.ls.fd)
+        assert isinstance(address, tuple)
+        self.s = socket.create_connection(("127.0.0.1", address[1]), timeout=5)
+
+    def turn_until(self, done: Callable[[], bool], timeout: float = 5) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, "timed out"
+            process_events_and_timers(self.cycle)
+
+    def get(self, target: str, headers: str = "", method: str = "GET") -> bytes:
+        """One keep-alive request: its answer, without the Date line."""
+        request = f"{method} {target} HTTP/1.1\r\nHost: x\r\n{headers}\r\n"
+        self.s.sendall(request.encode())
+        self.turn_until(lambda: bool(select.select([self.s], [], [], 0)[0]))
+        if method == "HEAD":  # a head only, whatever its Content-Length says
+            data = b""
+            while not data.endswith(b"\r\n\r\n"):
+                data += self.s.recv(65536)
+            return undated(data)
+        head, body = read_response(self.s)
+        return undated(head + b"\r\n\r\n" + body)
+
+    @property
+    def in_c(self) -> int:
+        return int(self.server.fast.answered) if self.server.fast else 0
+
+    def close(self) -> None:
+        self.s.close()
+        self.server.close()
+        if self.cache:
+            self.cache.close()
+        self.static.close()
+        self.cycle.close()
+        self.ls.close()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "small.txt").write_bytes(SMALL)
+    (tmp_path / "d" / "large.bin").write_bytes(LARGE)
+    (tmp_path / "d" / "e" / "index.html").write_bytes(b"<p>index</p>\n")
+    return tmp_path
+
+
+@pytest.fixture
+def files(root: Path) -> Iterator[Files]:
+    f = Files(root)
+    yield f
+    f.close()
+
+
+TARGETS = ["/small.txt", "/d/large.bin", "/d/e/", "/d/./large.bin?q=1", "/%73mall.txt"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_cached_answers_are_the_uncached_ones(root: Path, target: str) -> None:
+    plain = Files(root, max_entries=0)
+    try:
+        expected = [plain.get(target) for _ in range(3)]
+    finally:
+        plain.close()
+    with_cache = Files(root)
+    try:
+        got = [with_cache.get(target) for _ in range(3)]
+        assert got == expected
+        assert with_cache.in_c == 2  # the first was Python's (and cached it)
+    finally:
+        with_cache.close()
+
+
+def test_head_and_304_come_from_the_cache_in_python(files: Files) -> None:
+    first = files.get("/small.txt")
+    modified = first.split(b"Last-Modified: ")[1].split(b"\r\n")[0].decode()
+    head = files.get("/small.txt", method="HEAD")
+    assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
+    assert files.get("/small.txt", f"If-Modified-Since: {modified}\r\n").startswith(
+        b"HTTP/1.1 304 "
+    )
+    assert files.in_c == 0  # HEAD and If-Modified-Since are Python's
+
+
+def wait_dropped(files: Files, key: str) -> None:
+    assert files.cache is not None
+    files.turn_until(lambda: files.cache.get(key) is None)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("how", ["rewrite", "append", "chmod", "touch"])
+def test_a_changed_file_is_dropped_at_once(files: Files, root: Path, how: str) -> None:
+    path = root / "small.txt"
+    files.get("/small.txt")
+    assert files.cache is not None and files.cache.get("/small.txt") is not None
+    if how == "rewrite":
+        path.write_bytes(b"n" * len(SMALL))
+    elif how == "append":
+        with path.open("ab") as f:
+            f.write(b"more")
+    elif how == "chmod":
+        path.chmod(0o600)
+    else:
+        os.utime(path, (1, 1))
+    wait_dropped(files, "/small.txt")
+    answer = files.get("/small.txt")
+    assert answer.endswith(path.read_bytes())
+
+
+@pytest.mark.parametrize("how", ["rename", "symlink"])
+def test_a_changed_directory_drops_what_is_beneath(
+    files: Files, root: Path, how: str
+) -> None:
+    files.get("/d/large.bin")
+    (root / "d").rename(root / "d.old")
+    if how == "symlink":  # the place now leads elsewhere (still inside the root)
+        (root / "other").mkdir()
+        (root / "other" / "large.bin").write_bytes(b"other\n")
+        (root / "d").symlink_to("other")
+    wait_dropped(files, "/d/large.bin")
+    answer = files.get("/d/large.bin")
+    if how == "rename":
+        assert answer.startswith(b"HTTP/1.1 404 ")
+    else:
+        assert answer.endswith(b"\r\n\r\nother\n")
+
+
+def test_entries_beyond_max_are_dropped_oldest_first(root: Path) -> None:
+    files = Files(root, max_entries=2)
+    try:
+        for target in ("/small.txt", "/d/large.bin", "/d/e/"):
+            files.get(target)
+        assert files.cache is not None
+        assert list(files.cache.entries) == ["/d/large.bin", "/d/e/"]
+        assert files.cache.fds_held == 1  # large.bin's; the others are in memory
+        assert files.get("/small.txt").endswith(SMALL)  # from the file again
+    finally:
+        files.close()
+
+
+def open_files() -> list[str]:
+    """What this process's descriptors lead to, but sockets (the test's clients and
+    the server's connections)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # listdir's own
+            continue
+    return sorted(f for f in found if not f.startswith("socket:"))
+
+
+def test_closing_releases_descriptors_and_inotify(root: Path) -> None:
+    before = open_files()
+    files = Files(root)
+    for target in TARGETS:
+        files.get(target)
+    during = open_files()
+    assert str(root / "d" / "large.bin") in during
+    assert "anon_inode:inotify" in during
+    files.close()
+    assert open_files() == before
