@@ -6,6 +6,7 @@ directory on its path, changes."""
 from __future__ import annotations
 
 import os
+import re
 import select
 import socket
 import time
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from test_http_fast import undated
-from test_serve import read_response
 
 from ngxffi import os as nos
 from ngxffi.event.accept import add_listening
@@ -61,17 +61,17 @@ class Files:
             process_events_and_timers(self.cycle)
 
     def get(self, target: str, headers: str = "", method: str = "GET") -> bytes:
-        """One keep-alive request: its answer, without the Date line."""
+        """One keep-alive request: its answer, without the Date line. The loop
+        turns while the answer comes: a large one takes several writes."""
         request = f"{method} {target} HTTP/1.1\r\nHost: x\r\n{headers}\r\n"
         self.s.sendall(request.encode())
-        self.turn_until(lambda: bool(select.select([self.s], [], [], 0)[0]))
-        if method == "HEAD":  # a head only, whatever its Content-Length says
-            data = b""
-            while not data.endswith(b"\r\n\r\n"):
-                data += self.s.recv(65536)
-            return undated(data)
-        head, body = read_response(self.s)
-        return undated(head + b"\r\n\r\n" + body)
+        data = b""
+        while not answered(data, method == "HEAD"):
+            self.turn_until(lambda: bool(select.select([self.s], [], [], 0)[0]))
+            chunk = self.s.recv(1 << 20)
+            assert chunk, f"closed after {data[:200]!r}"
+            data += chunk
+        return undated(data)
 
     @property
     def in_c(self) -> int:
@@ -85,6 +85,17 @@ class Files:
         self.static.close()
         self.cycle.close()
         self.ls.close()
+
+
+def answered(data: bytes, head_only: bool) -> bool:
+    """Whether ``data`` is one whole answer (by its Content-Length)."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    match = re.search(rb"Content-Length: (\d+)", head)
+    length = int(match.group(1)) if match and not head_only else 0
+    assert len(body) <= length, "more than one answer"
+    return len(body) == length
 
 
 @pytest.fixture
@@ -210,3 +221,33 @@ def test_closing_releases_descriptors_and_inotify(root: Path) -> None:
     assert "anon_inode:inotify" in during
     files.close()
     assert open_files() == before
+
+
+def test_a_cached_file_the_socket_does_not_take_is_finished_by_python(
+    root: Path,
+) -> None:
+    """C sends the head and what sendfile can of the file; the rest is read into
+    the connection's stash and Python sends it behind the write event."""
+    big = root / "d" / "big.bin"
+    big.write_bytes(os.urandom(600_000))  # beyond the send and receive buffers
+    files = Files(root)
+    try:
+        port = files.s.getpeername()[1]
+        files.s.close()
+        files.s = socket.socket()  # a slow reader: a small window from the start
+        files.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        files.s.settimeout(5)
+        files.s.connect(("127.0.0.1", port))
+        first = files.get("/d/big.bin")  # Python's, and now cached
+        assert first.endswith(big.read_bytes())
+        (conn,) = [
+            c
+            for c in files.cycle.connections
+            if c.raw.fd != -1 and c.listening is not None and not c.read.raw.accept
+        ]
+        nos.setsockopt(conn.raw.fd, socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        assert files.get("/d/big.bin") == first
+        assert files.in_c == 1
+        assert files.get("/small.txt").endswith(SMALL)  # and the connection goes on
+    finally:
+        files.close()
