@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import select
 import socket
 import time
@@ -21,7 +22,7 @@ from ngxffi.event.accept import add_listening
 from ngxffi.event.cycle import Cycle
 from ngxffi.event.event import process_events_and_timers
 from ngxffi.event.listening import Listening, open_listening_sockets
-from ngxffi.http.cache import OpenFileCache, OpenFileCacheConf
+from ngxffi.http.cache import FD_RESERVE, OpenFileCache, OpenFileCacheConf, fd_budget
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.server import HttpServer
 from ngxffi.http.static import Static
@@ -251,3 +252,10 @@ def test_a_cached_file_the_socket_does_not_take_is_finished_by_python(
         assert files.get("/small.txt").endswith(SMALL)  # and the connection goes on
     finally:
         files.close()
+
+
+def test_the_descriptors_held_count_against_the_limit() -> None:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert fd_budget(10**9, 0) == soft - FD_RESERVE
+    assert fd_budget(10, 0) == 10
+    assert fd_budget(10**9, soft) == soft // 16  # worker_connections = the limit

@@ -21,8 +21,7 @@ its place. Two traps make that exact:
   root when it was opened: confinement never depends on the cache).
 
 Entries are dropped oldest first beyond ``open_file_cache`` entries; descriptors held
-count against the worker's RLIMIT_NOFILE beside its connections, so at most what the
-limit leaves beyond ``worker_connections`` (minus a reserve) is held.
+count against the worker's RLIMIT_NOFILE beside its connections (:func:`fd_budget`).
 """
 
 from __future__ import annotations
@@ -73,6 +72,17 @@ class OpenFileCacheConf:
         Command("open_file_cache", number),
         Command("open_file_cache_inline", size),
     )
+
+
+def fd_budget(entries: int, connections: int) -> int:
+    """How many descriptors the cache may hold: what RLIMIT_NOFILE leaves beyond
+    ``connections`` (worker_connections) and FD_RESERVE, but at least a sixteenth
+    of the limit — worker_connections is a bound, often set as high as the limit
+    itself, not what a worker holds."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return entries
+    return max(0, min(entries, max(soft - connections - FD_RESERVE, soft // 16)))
 
 
 class CachedFile:
@@ -130,11 +140,7 @@ class OpenFileCache:
         self.entries: dict[str, CachedFile] = {}  # oldest first
         self.watches: dict[int, set[str]] = {}  # wd -> keys
         self.fds_held = 0
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        self.fds_max = self.max
-        if soft != resource.RLIM_INFINITY:
-            spare = soft - cycle.connection_n - FD_RESERVE
-            self.fds_max = max(0, min(self.max, spare))
+        self.fds_max = fd_budget(self.max, cycle.connection_n)
         n = 1 << max(4, (2 * self.max).bit_length())
         self.buckets = ffi.new("ngxffi_http_file_t *[]", n)
         self.table = ffi.new("ngxffi_http_files_t *")
