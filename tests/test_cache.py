@@ -9,7 +9,10 @@ import os
 import re
 import resource
 import select
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +25,13 @@ from ngxffi.event.accept import add_listening
 from ngxffi.event.cycle import Cycle
 from ngxffi.event.event import process_events_and_timers
 from ngxffi.event.listening import Listening, open_listening_sockets
-from ngxffi.http.cache import FD_RESERVE, OpenFileCache, OpenFileCacheConf, fd_budget
+from ngxffi.http.cache import (
+    C_FILE_MAX,
+    FD_RESERVE,
+    OpenFileCache,
+    OpenFileCacheConf,
+    fd_budget,
+)
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.server import HttpServer
 from ngxffi.http.static import Static
@@ -230,7 +239,7 @@ def test_a_cached_file_the_socket_does_not_take_is_finished_by_python(
     """C sends the head and what sendfile can of the file; the rest is read into
     the connection's stash and Python sends it behind the write event."""
     big = root / "d" / "big.bin"
-    big.write_bytes(os.urandom(600_000))  # beyond the send and receive buffers
+    big.write_bytes(os.urandom(C_FILE_MAX))  # the largest C answers
     files = Files(root)
     try:
         port = files.s.getpeername()[1]
@@ -259,3 +268,73 @@ def test_the_descriptors_held_count_against_the_limit() -> None:
     assert fd_budget(10**9, 0) == soft - FD_RESERVE
     assert fd_budget(10, 0) == 10
     assert fd_budget(10**9, soft) == soft // 16  # worker_connections = the limit
+
+
+def test_a_path_through_a_symlink_is_served_but_not_cached(
+    files: Files, root: Path
+) -> None:
+    """root/x -> y/z -> ../f: a change of y/z, in a directory on neither the path
+    asked for nor the file's real one, must show at once."""
+    (root / "f1").write_bytes(b"one\n")
+    (root / "f2").write_bytes(b"two, longer\n")
+    (root / "y").mkdir()
+    (root / "y" / "z").symlink_to("../f1")
+    (root / "x").symlink_to("y/z")
+    assert files.get("/x").endswith(b"one\n")
+    assert files.get("/x").endswith(b"one\n")
+    (root / "y" / "z").unlink()
+    (root / "y" / "z").symlink_to("../f2")
+    assert files.get("/x").endswith(b"two, longer\n")
+    assert files.cache is not None and files.cache.get("/x") is None
+
+
+def test_an_eviction_does_not_take_the_new_entrys_watches(root: Path) -> None:
+    files = Files(root, max_entries=1)
+    try:
+        files.get("/d/large.bin")
+        for _ in range(3):  # evicts large.bin; its last watch of the root was shared
+            assert files.get("/small.txt").endswith(SMALL)
+        assert files.cache is not None and list(files.cache.entries) == ["/small.txt"]
+        assert files.in_c == 2
+    finally:
+        files.close()
+
+
+def test_no_descriptor_for_a_cached_file_is_a_500(files: Files) -> None:
+    files.get("/d/large.bin")  # cached with a descriptor (not inline)
+    lowest = os.dup(0)  # the descriptor dup() would get next
+    os.close(lowest)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+    try:
+        answer = files.get("/d/large.bin", method="HEAD")  # Python's: dup() fails
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert answer.startswith(b"HTTP/1.1 500 ")
+    assert files.get("/d/large.bin").endswith(LARGE)  # and it goes on
+
+
+def test_a_graceful_shutdown_is_not_held_by_the_cache(root: Path) -> None:
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ngxffi",
+            "serve",
+            "--listen=127.0.0.1:0",
+            f"--root={root}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None
+        port = int(re.findall(r":(\d+)/", server.stderr.readline())[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+        server.send_signal(signal.SIGQUIT)
+        assert server.wait(timeout=10) == 0
+    finally:
+        server.kill()
+        server.wait()

@@ -10,15 +10,23 @@ holds no descriptor), else its open descriptor, which is sent with sendfile.
 Differs from nginx: nginx trusts an entry for ``open_file_cache_valid`` (60 s) and
 then stats the file again, so a changed file can be served stale, or cut, for up to
 that long. Here inotify, in the worker's own event loop, invalidates an entry as soon
-as the kernel reports a change to the file or to any directory on its path (the
-request's path and the file's real one): a write, a chmod, a rename, a new symlink in
-its place. Two traps make that exact:
+as the kernel reports a change to the file or to any directory on its path: a write,
+a chmod, a rename, a new symlink in its place. Three traps make that exact:
 
 * a change between the open and the watches would go unseen, so after watching, the
-  path is opened again and must still lead to the same inode, or nothing is cached;
+  file must still have the size and times it was opened with, and the path must
+  still lead to the same inode, or nothing is cached;
+* a symlink's target can change through a directory on neither the requested path
+  nor the file's real one, so a path that crosses a symlink is not cached (it is
+  served, from the file, each time);
 * the kernel reports changes after they happen: a request in the same event batch as
   the notification may still get the old answer (the old file, which was inside the
   root when it was opened: confinement never depends on the cache).
+
+C answers files up to ``C_FILE_MAX`` (64 KiB): when the socket does not take an
+answer, C keeps the rest in the connection's stash, and that bounds what a reader
+that stops reading pins. Larger cached files are Python's, sent with sendfile from
+an offset.
 
 Entries are dropped oldest first beyond ``open_file_cache`` entries; descriptors held
 count against the worker's RLIMIT_NOFILE beside its connections (:func:`fd_budget`).
@@ -38,7 +46,7 @@ from typing import Any, ClassVar
 from ngxffi import os as nos
 from ngxffi._ngx import ffi, lib
 from ngxffi.core.conf import Command, number, size
-from ngxffi.core.log import ALERT, log_error
+from ngxffi.core.log import ALERT, CRIT, log_error
 from ngxffi.event.cycle import Cycle
 from ngxffi.event.event import Event, handle_read_event
 from ngxffi.http.message import Request, Response, build_fixed_head
@@ -56,6 +64,9 @@ WATCH_MASK = (
     | lib.IN_MOVE_SELF
 )
 SENDFILE_MAX = 1 << 20  # larger files are not cached: their send is the cost
+# The largest file C answers from: when the socket does not take it all, C keeps
+# the rest in the connection's stash, so this bounds what a slow reader pins.
+C_FILE_MAX = 1 << 16
 FD_RESERVE = 32  # descriptors the cache leaves to logs, pipes, the listeners
 READ_SIZE = 65536
 
@@ -109,12 +120,17 @@ class CachedFile:
             return Response(304, headers=self.ok.headers)
         if self.fd < 0:
             return self.ok  # the same object: its built answer is reused
+        try:
+            fd = nos.dup(self.fd)  # the answer closes its own descriptor
+        except OSError as e:  # EMFILE: as a failed open would be (static._failed)
+            log_error(CRIT, f'dup() of the cached "{self.key}" failed', e.errno or 0)
+            return Response(500, b"")
         ok = self.ok
         return Response(
             200,
             content_type=ok.content_type,
             headers=ok.headers,
-            file=nos.dup(self.fd),  # the answer closes its own descriptor
+            file=fd,
             length=self.size,
         )
 
@@ -132,7 +148,7 @@ class OpenFileCache:
         verify: Callable[[str], tuple[int, int] | None],
     ) -> None:
         self.cycle = cycle
-        self.root = root
+        self.root = root.resolve()  # real paths are compared with it
         self.max = conf.open_file_cache
         self.inline = conf.open_file_cache_inline
         self.server_tokens = server_tokens
@@ -168,41 +184,61 @@ class OpenFileCache:
         inline = st.st_size <= self.inline
         if st.st_size > SENDFILE_MAX or (not inline and self.fds_held >= self.fds_max):
             return
+        if self.inotify.raw.fd == -1:  # closed: shutting down
+            return
+        while len(self.entries) >= self.max:  # first: its watches may be ours too
+            self.remove(next(iter(self.entries.values())))
         wds: set[int] = set()
         try:
-            self._watch(path, fd, wds)
-            if self.verify(path) != (st.st_dev, st.st_ino):
-                raise FileNotFoundError(path)  # changed before the watches
-            body = os.pread(fd, st.st_size, 0) if inline else b""
-            if len(body) != (st.st_size if inline else 0):
-                raise OSError(lib.EIO, "file changed while cached")
-            held = -1 if inline else nos.dup(fd)
+            held, body = self._take(path, fd, st, inline, wds)
         except OSError:
             self._unwatch(key, wds)
             return
         if inline:
             ok = Response(200, body, ok.content_type, ok.headers)
         entry = CachedFile(key, ok, held, st.st_size, wds)
-        while len(self.entries) >= self.max:
-            self.remove(next(iter(self.entries.values())))
-        self._link(entry, body)
+        if st.st_size <= C_FILE_MAX:
+            self._link(entry, body)
         self.entries[key] = entry
         for wd in wds:
             self.watches.setdefault(wd, set()).add(key)
         self.fds_held += held >= 0
 
+    def _take(
+        self, path: str, fd: int, st: os.stat_result, inline: bool, wds: set[int]
+    ) -> tuple[int, bytes]:
+        """Watch, then check that nothing changed before the watches were set (the
+        path leads to the same inode, whose size and times are those of ``st``),
+        then take the file's bytes (inline) or a descriptor of its own."""
+        self._watch(path, fd, wds)
+        now = os.fstat(fd)
+        same = (now.st_size, now.st_mtime_ns, now.st_ctime_ns)
+        if same != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+            raise FileNotFoundError(path)  # written to before the watches
+        if self.verify(path) != (st.st_dev, st.st_ino):
+            raise FileNotFoundError(path)  # replaced before the watches
+        if not inline:
+            return nos.dup(fd), b""
+        body = os.pread(fd, st.st_size, 0)
+        if len(body) != st.st_size:
+            raise OSError(lib.EIO, "file changed while cached")
+        return -1, body
+
     def _watch(self, path: str, fd: int, wds: set[int]) -> None:
-        """Watch the file and every directory from the root down to it, along the
-        request's path and along the file's real one (a symlinked directory)."""
+        """Watch the file and every directory from the root down to it. Only a
+        path without symlinks is cached (its real path is the path asked for):
+        a symlink's target may change through a directory on neither path, which
+        nothing here would watch."""
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        literal = self.root.joinpath(path.lstrip("/"))
+        if real != literal:
+            raise FileNotFoundError(path)  # a symlink on the way: not cached
         add = nos.inotify_add_watch
         ino = self.inotify.raw.fd
         wds.add(add(ino, f"/proc/self/fd/{fd}", WATCH_MASK))
-        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
-        dirs = {self.root, *self.root.joinpath(path.lstrip("/")).parents}
-        dirs |= set(real.parents)
-        for d in dirs:
+        for d in literal.parents:
             if d == self.root or self.root in d.parents:
-                wds.add(add(ino, d, WATCH_MASK | lib.IN_ONLYDIR))
+                wds.add(add(ino, d, WATCH_MASK | lib.IN_ONLYDIR | lib.IN_DONT_FOLLOW))
 
     def _link(self, entry: CachedFile, body: bytes) -> None:
         """The C entry, linked in the table the C handler looks in."""
@@ -225,7 +261,8 @@ class OpenFileCache:
         if self.entries.get(entry.key) is not entry:
             return
         del self.entries[entry.key]
-        lib.ngxffi_http_file_unlink(self.table, entry.c)
+        if entry.c is not None:
+            lib.ngxffi_http_file_unlink(self.table, entry.c)
         entry.c = None
         entry.keep = ()
         if entry.fd >= 0:
@@ -252,6 +289,9 @@ class OpenFileCache:
     def _notified(self, ev: Event) -> None:
         """The inotify descriptor's read handler: drop the entries each change
         concerns (all of them when the kernel's queue overflowed)."""
+        if ev.data.raw.close:  # worker_shutdown_timeout: everything closes now
+            self.close()
+            return
         fd = ev.data.raw.fd
         while True:
             try:

@@ -96,6 +96,10 @@ class HttpService:
 
     def shutdown(self) -> None:
         self.server.shutting_down = True
+        if self.cache is not None:  # its inotify's slot must not hold the worker
+            assert self.static is not None
+            self.static.cache = None
+            self.cache.close()
 
     def reopen(self) -> None:
         """SIGUSR1, as nginx's ngx_reopen_files: after a rotation, a new file."""
