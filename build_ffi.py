@@ -102,6 +102,11 @@ CONSTANTS: dict[str, str] = {
         NGXFFI_BATCH_INVALID NGXFFI_NONE NGXFFI_DISPATCHED NGXFFI_POSTED
         NGXFFI_STALE_CLOSED NGXFFI_STALE_REUSED NGXFFI_INVALID
     """,
+    "src/ngx_http_parse.h": """
+        NGXFFI_PLAIN_TEXT NGXFFI_PLAIN_END NGXFFI_PLAIN_KEEP NGXFFI_PLAIN_LAST
+        NGXFFI_PLAIN_DRAINED
+        NGXFFI_PLAIN_OUT NGXFFI_PLAIN_AGAIN NGXFFI_PLAIN_CLOSED NGXFFI_PLAIN_UNUSUAL
+    """,
 }
 
 # Types and calls as the man pages declare them. Integer types of unknown width are
@@ -206,6 +211,7 @@ SOURCES = [
     "src/ngx_http_cache.c",
     "src/ngx_http_fast.c",
     "src/ngx_http_accept.c",
+    "src/ngx_http_parse.c",
 ]
 
 # The headers whose cdef part cffi reads, in the order of their declarations (each
@@ -219,6 +225,7 @@ CDEF_HEADERS = [
     "src/ngx_http_cache.h",
     "src/ngx_http_fast.h",
     "src/ngx_http_accept.h",
+    "src/ngx_http_parse.h",
 ]
 
 CDEF_BEGIN = "/* cffi cdef: begin */"

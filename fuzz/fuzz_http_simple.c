@@ -9,15 +9,14 @@
  */
 
 #include "ngxffi.h"
+#include "fuzz_copy.h"
 
 static size_t
 recognise(const ngxffi_http_fast_t *f, const uint8_t *data, size_t size)
 {
-    char *p = malloc(size ? size : 1);
+    char *p = fuzz_copy(data, size);
     size_t n;
 
-    if (p == NULL) abort();
-    memcpy(p, data, size);
     n = ngxffi_http_simple(f, p, size);
     free(p);
     return n;

@@ -171,5 +171,6 @@ struct ngxffi_cycle_s {
 #include "ngx_http_cache.h"
 #include "ngx_http_fast.h"
 #include "ngx_http_accept.h"
+#include "ngx_http_parse.h"
 
 #endif /* NGXFFI_H_INCLUDED */

@@ -4,10 +4,13 @@ answer, write, keep alive or close.
 The life of a connection follows nginx's: accepted, its read event registered
 edge-triggered with ``client_header_timeout``; requests read (until the socket is
 empty, which a short read tells when EPOLLRDHUP is in use, as in ngx_unix_recv) and
-parsed, each answered in order — pipelined ones too — by the server's handler, the
-answers of one read sent in one write; then either closed (``Connection: close``,
+parsed — the plain ones from what the C that reads them copies out
+(:class:`~ngxffi.http.parse.PlainParser`), the others by llhttp — each answered in
+order, pipelined ones too, by the server's handler, the answers of one read sent in
+one write (:mod:`ngxffi.http.write`); then either closed (``Connection: close``,
 HTTP/1.0 without keep-alive, an error, ``keepalive_requests`` reached, shutting down)
-or kept alive: reusable (drain may close it), idle, under ``keepalive_timeout``. A
+or kept alive (:mod:`ngxffi.http.keepalive`): reusable (drain may close it), idle,
+under ``keepalive_timeout``. A
 response the socket does not take at once waits for the write event under
 ``send_timeout``; reading resumes once it is sent, so responses never overtake each
 other.
@@ -15,22 +18,18 @@ other.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections import deque
 from typing import Any, Protocol, TextIO
 
 import httptools
 
-from ngxffi import os as nos
 from ngxffi._ngx import lib
 from ngxffi.core.log import ALERT, INFO, log_error
-from ngxffi.core.times import msec_diff
 from ngxffi.event.connection import Connection
 from ngxffi.event.cycle import Cycle
-from ngxffi.event.event import Event, handle_read_event, handle_write_event
+from ngxffi.event.event import Event
 from ngxffi.http.core import HttpCoreConf
-from ngxffi.http.fast import FAST_HANDLER, READ_SIZE
+from ngxffi.http.keepalive import KeepAlive
 from ngxffi.http.message import (
     HEADER_TOO_LARGE,
     REASONS,
@@ -41,10 +40,22 @@ from ngxffi.http.message import (
     error_page,
     queue_response,
 )
-from ngxffi.http.parse import PARSE_ERRORS, HttpRequest, Limits
-from ngxffi.http.write import Output, coalesce, release, send_segment
+from ngxffi.http.parse import (
+    DRAINED,
+    END,
+    LAST,
+    PARSE_ERRORS,
+    TEXT,
+    HttpRequest,
+    Limits,
+    PlainParser,
+)
+from ngxffi.http.write import flush, release, send_pending, wait_write
 
-FREE_REQUESTS_MAX = 64  # parsers kept between requests: only reads in progress use one
+PLAIN_AGAIN: int = lib.NGXFFI_PLAIN_AGAIN
+PLAIN_UNUSUAL: int = lib.NGXFFI_PLAIN_UNUSUAL
+plain_read = lib.ngxffi_http_plain_read
+recognise = lib.ngxffi_http_plain
 
 
 class Server(Protocol):
@@ -54,17 +65,15 @@ class Server(Protocol):
     cycle: Cycle
     conf: HttpCoreConf
     limits: Limits
+    plain: PlainParser
+    requests_max: int
     handler: Handler
     access_log: TextIO | None
     fast: Any  # the C handler's configuration, or None
-    short_read_drains: bool
     free_requests: list[HttpRequest]
     pending: list[bytes | FileBody]
     current: HttpConnection | None
     uncounted: int
-
-    @property
-    def shutting_down(self) -> bool: ...
 
     def count_answered(self) -> None: ...
 
@@ -73,7 +82,7 @@ class Server(Protocol):
     ) -> None: ...
 
 
-class HttpConnection:
+class HttpConnection(KeepAlive):
     """Per-connection state (≈ ngx_http_connection_t): kept small, because idle
     keep-alive connections are the many. The parser is borrowed per request.
 
@@ -86,12 +95,9 @@ class HttpConnection:
         "c",
         "close_after",
         "closed",
-        "counted",
-        "nodelay",
+        "fd",
         "out",
-        "r",
         "server",
-        "state",
     )
 
     def __init__(self, server: Server, c: Connection) -> None:
@@ -101,34 +107,39 @@ class HttpConnection:
 
     def start(self) -> HttpConnection:
         """A new connection in this slot: reset, reading its first request."""
-        self.r: HttpRequest | None = None
-        self.out: Output | None = None  # waiting for the socket
+        self.r = None
+        self.out = None  # waiting for the socket
         self.state = self.counted = "reading"  # reading | writing | waiting
         self.close_after = False
         self.closed = False
         self.nodelay = False
+        self.fd: int = self.c.raw.fd
+        self.idle_msec = 0
+        self.keepalive_timer = False
         return self
 
     # --- requests and responses -----------------------------------------------------
 
     def answer(self, request: Request) -> None:
-        """A complete request: run the handler, queue its response in order."""
+        """A complete request llhttp read: counted on the connection (as
+        ngxffi_http_plain counts the plain ones), then answered."""
+        raw = self.c.raw
+        requests = raw.requests = raw.requests + 1
+        last = not request.keep_alive or requests >= self.server.requests_max
+        self.respond(request, last)
+
+    def respond(self, request: Request, last: bool) -> None:
+        """Run the handler, queue its response in order; ``last``: the connection
+        closes after it (not keep-alive, keepalive_requests, shutting down)."""
         server = self.server
         server.current = self
         server.uncounted += 1
-        raw = self.c.raw
-        raw.requests += 1
         self.state = "writing"
         response = server.handler(request)
-        conf = server.conf
-        last = (
-            not request.keep_alive
-            or server.shutting_down
-            or raw.requests >= conf.keepalive_requests
-        )
         if last:
             self.close_after = True
-        queue_response(server.pending, response, request.method == "HEAD", last, conf)
+        head = request.method == "HEAD"
+        queue_response(server.pending, response, head, last, server.conf)
         if server.access_log is not None:
             server.log_access(self.c, request, response)
 
@@ -142,10 +153,58 @@ class HttpConnection:
 
     # --- the event handlers' work -----------------------------------------------------
 
-    def read(self) -> None:
-        """Read, parse, answer, write: each read's responses go out in one write.
-        Reading pauses while a response waits for the socket (responses stay in
-        order) and stops after a last request."""
+    def read(self, ev: Event | None = None) -> None:
+        """The read event's handler (ngx_http_wait_request_handler and
+        ngx_http_keepalive_handler in one; ``ev`` is the event, unused): read, parse,
+        answer, write, each read's answers in one write. Reading pauses while an
+        answer waits for the socket (answers stay in order) and stops after a last
+        request. Reading and recognising a plain request at the start of what was
+        read are one C call, which leaves anything unusual to :meth:`_unusual`.
+        A failure here closes the connection, not the server."""
+        try:
+            server = self.server
+            plain = server.plain
+            ctx, out, buf = plain.ctx, plain.out, plain.buf
+            c = self.c.raw
+            rev = self.c.read.raw
+            while self.out is None and not self.close_after:
+                n = plain_read(ctx, rev, self.r is None)
+                if n > 0:
+                    drained = out[DRAINED]
+                elif n == PLAIN_AGAIN:
+                    break
+                elif n != PLAIN_UNUSUAL:  # EOF, or an error such as ECONNRESET
+                    self.close()
+                    return
+                else:
+                    n = self._unusual()
+                    if not n:
+                        return
+                    drained = not rev.ready
+                start = 0
+                while out[TEXT]:  # a plain request at start: made of its text
+                    self.respond(plain.request(), out[LAST] == 1)
+                    start = out[END]
+                    if self.close_after or start == n:
+                        break
+                    recognise(ctx, c, plain.bufp, n, start)
+                else:  # llhttp's, from the first request that is not plain
+                    self._feed(buf[start:n], start == 0)
+                if server.pending and not send_pending(self):
+                    return
+                if drained:
+                    break
+            if self.close_after and self.out is None:
+                self.close()
+                return
+            self.settle()
+        except Exception as e:
+            failed(self, e)
+
+    def _unusual(self) -> int:
+        """What ngxffi_http_plain_read left to Python: a timer that ran out, a
+        connection to close, the C handler's stash. The length of the input to
+        parse, put in the read buffer, or 0 when the handler is done."""
         c = self.c
         rev = c.read.raw
         if rev.timedout:
@@ -154,16 +213,16 @@ class HttpConnection:
                 # A header or keep-alive timer that ran out while a response is
                 # being sent: send_timeout governs that. (nginx deletes the read
                 # timer when a header is complete; not deleting it saves two heap
-                # operations per request, and _settle re-arms it lazily.)
-                return
-            if self.state == "waiting" and self._answered_in_c():
-                return
+                # operations per request, and settle re-arms it lazily.)
+                return 0
+            if self.keepalive_left():
+                return 0
             log_error(INFO, "client timed out")
             self.close()
-            return
+            return 0
         if c.raw.close:  # drained by drain_connections, or shutting down
             self.close()
-            return
+            return 0
         if c.raw.error and not c.raw.stash_len:
             # the C handler took bytes (input, or answers it counted) and could
             # not keep them: the stream has a hole, so the connection ends here
@@ -174,55 +233,19 @@ class HttpConnection:
                 lib.ENOMEM,
             )
             self.close()
-            return
-        server = self.server
-        fd = c.raw.fd
-        data = self._take_stash() if c.raw.stash_len else None
-        while self.out is None and not self.close_after:
-            if data is not None:  # what the C handler read
-                drained = not rev.ready
-            else:
-                try:
-                    data = os.read(fd, READ_SIZE)
-                except BlockingIOError:
-                    rev.ready = 0
-                    break
-                except OSError:  # such as ECONNRESET
-                    self.close()
-                    return
-                if not data:
-                    self.close()
-                    return
-                drained = (
-                    len(data) < READ_SIZE
-                    and server.short_read_drains
-                    and not rev.pending_eof
-                )
-                if drained:
-                    rev.ready = 0
-            self._feed(data)
-            data = None
-            if server.pending and not self._send_pending():
-                return
-            if drained:
-                break
-        if self.close_after and self.out is None:
-            self.close()
-            return
-        self._settle()
-
-    def _answered_in_c(self) -> bool:
-        """The keep-alive timer ran out, but the C handler answered requests since
-        it was set: the timeout counts from then, so wait the rest of it."""
-        cycle = self.server.cycle
-        rest = msec_diff(
-            self.c.raw.c_msec + self.server.conf.keepalive_timeout,
-            cycle.current_msec,
-        )
-        if rest <= 0 or not self.c.raw.c_answered:  # c_msec 0 is a time too
-            return False
-        cycle.timers.add_timer(self.c.read, rest)
-        return True
+            return 0
+        data = self._take_stash()
+        if data is None:
+            return 0
+        if c.raw.reusable:  # the most recently used, as ngxffi_http_plain_read does
+            self.server.cycle.reusable_connection(c, True)
+        plain = self.server.plain
+        n = len(data)
+        plain.buf[:n] = data  # one read of the C handler's: READ_SIZE at most
+        plain.out[TEXT] = 0
+        if self.r is None and n <= plain.unparsed_max:
+            recognise(plain.ctx, c.raw, plain.bufp, n, 0)
+        return n
 
     def _take_stash(self) -> bytes | None:
         """What the C handler left: input to parse (returned), or answers it could
@@ -243,12 +266,14 @@ class HttpConnection:
                 lib.ENOMEM,
             )
             self.close_after = True
-        self._wait_write()
+        wait_write(self)
         return None
 
-    def _feed(self, data: bytes) -> None:
-        """Parse ``data``; the requests it completes are answered into
-        server.pending. The parser comes from the server's free ones."""
+    def _feed(self, data: bytes | bytearray, first: bool) -> None:
+        """Parse ``data`` with llhttp; the requests it completes are answered into
+        server.pending. The parser comes from the server's free ones. ``first``:
+        ``data`` begins the read, whose length counts against the limits (bytes
+        after a request llhttp answered in the same read never did)."""
         r = self.r
         server = self.server
         if r is None:
@@ -258,7 +283,7 @@ class HttpConnection:
             if self.state == "waiting":
                 self.state = "reading"
         try:
-            if r.request is None:
+            if r.request is None and first:
                 # llhttp buffers a header line until it ends: bound what it may hold
                 r.unparsed += len(data)
                 if r.unparsed > r.unparsed_max:
@@ -275,131 +300,15 @@ class HttpConnection:
                 # a callback's rejection arrives wrapped in HttpParserCallbackError
                 self.error_response(*(r.error or (400, REASONS[400])))
 
-    def _send_pending(self) -> bool:
-        """Write what this read answered; False when the connection closed or waits
-        for the write event. The requests are counted first: once a client has its
-        answer, stub_status (in any worker) counts its request, as in nginx."""
-        server = self.server
-        server.count_answered()
-        pending = server.pending
-        data = pending[0]
-        if len(pending) == 1 and isinstance(data, bytes):
-            pending.clear()
-            try:
-                sent = os.write(self.c.raw.fd, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self.close()
-                return False
-            if sent == len(data):
-                return True
-            self.out = deque([bytearray(memoryview(data)[sent:])])
-            return self._wait_write()
-        self.out = coalesce(pending)
-        pending.clear()
-        return self.flush()
-
-    def flush(self) -> bool:
-        """Send the queued output; True when all is sent and reading may go on."""
-        out = self.out
-        assert out is not None
-        fd = self.c.raw.fd
-        while out:
-            try:
-                done = send_segment(fd, out[0])
-            except BlockingIOError:
-                return self._wait_write()
-            except OSError:
-                self.close()
-                return False
-            if done:
-                out.popleft()
-        self.out = None
-        c = self.c
-        if c.write.raw.timer_set:
-            self.server.cycle.timers.del_timer(c.write)
-        return True
-
-    def _wait_write(self) -> bool:
-        c = self.c
-        c.write.raw.ready = 0
-        self.server.cycle.timers.add_timer(c.write, self.server.conf.send_timeout)
-        handle_write_event(c.write)
-        self._settle()
-        return False
-
-    def commit(self) -> None:
-        """Bring the shared counters up to date: the requests answered (by any
-        connection) since the last commit, and this connection's state."""
-        server = self.server
-        server.count_answered()
-        if self.state != self.counted:
-            self.server.cycle.stats.move(self.counted, self.state)
-            self.counted = self.state
-
-    def _settle(self) -> None:
-        """The end of a handler call: keep-alive or not, timers, shared counters."""
-        c = self.c
-        server = self.server
-        r = self.r
-        if not c.read.raw.active:
-            # accepted with its data there (deferred accept, the C accept handler),
-            # the read event was not added: it is now that reading stops
-            handle_read_event(c.read)
-        if self.out is not None:
-            self.state = "writing"
-        elif r is not None and r.begun:
-            self.state = "reading"
-            if not r.request and not c.read.raw.timer_set:
-                # a header begun with no timer running (one ran out while writing)
-                server.cycle.timers.add_timer(c.read, server.conf.client_header_timeout)
-        elif self.state == "writing":  # answered, all sent, nothing begun
-            self._keepalive(r)
-        if self.state != "waiting":
-            if self.counted == "waiting":
-                server.cycle.reusable_connection(c, False)  # busy: not drainable
-                c.raw.idle = 0
-            if server.fast is not None:  # a request or an answer under way: the
-                c.read.clear_c_handler()  # C handler must not cut in
-        self.commit()
-
-    def _keepalive(self, r: HttpRequest | None) -> None:
-        """Imitates ngx_http_set_keepalive: the parser goes back to the server; the
-        connection is idle, reusable (the most recently used, last to be drained),
-        under keepalive_timeout; TCP_NODELAY is set once (nginx's tcp_nodelay on), so
-        that the next small response is not held back by Nagle's algorithm."""
-        c = self.c
-        server = self.server
-        cycle = server.cycle
-        if r is not None:  # back to the server, for any connection's next request
-            self.r = None
-            r.hc = None
-            if len(server.free_requests) < FREE_REQUESTS_MAX:
-                server.free_requests.append(r)
-        self.state = "waiting"
-        if not self.nodelay:
-            self.nodelay = True
-            if c.listening.family != lib.AF_UNIX:
-                c.raw.tcp_nodelay = 1  # NGX_TCP_NODELAY_SET
-                with contextlib.suppress(OSError):  # e.g. the peer is gone already
-                    nos.setsockopt(c.raw.fd, lib.IPPROTO_TCP, lib.TCP_NODELAY, 1)
-        if self.counted != "waiting":
-            c.raw.idle = 1
-        cycle.reusable_connection(c, True)  # the most recently used
-        if server.fast is not None:  # plain requests: the C handler answers them
-            c.read.set_c_handler(FAST_HANDLER, server.fast)
-        cycle.timers.add_timer(c.read, server.conf.keepalive_timeout)
-
     def write_ready(self) -> None:
         """The write event: send the rest, then read what waited behind it."""
-        if self.out is not None and self.flush():
+        if self.out is not None and flush(self):
             if self.close_after:
                 self.close()
             elif self.c.read.raw.ready:
                 self.read()
             else:
-                self._settle()
+                self.settle()
 
     def close(self) -> None:
         """Imitates ngx_http_close_connection."""
@@ -416,16 +325,6 @@ class HttpConnection:
         self.server.cycle.close_connection(self.c)
 
 
-def on_read(ev: Event) -> None:
-    """A connection's read event handler (ngx_http_wait_request_handler and
-    ngx_http_keepalive_handler in one)."""
-    hc: HttpConnection = ev.data.data
-    try:
-        hc.read()
-    except Exception as e:
-        _failed(hc, e)
-
-
 def on_write(ev: Event) -> None:
     """A connection's write event handler (ngx_http_writer)."""
     hc: HttpConnection = ev.data.data
@@ -436,10 +335,10 @@ def on_write(ev: Event) -> None:
     try:
         hc.write_ready()
     except Exception as e:
-        _failed(hc, e)
+        failed(hc, e)
 
 
-def _failed(hc: HttpConnection, e: Exception) -> None:
+def failed(hc: HttpConnection, e: Exception) -> None:
     """A bug in request handling closes that connection, not the server."""
     log_error(ALERT, f"request handling failed: {e!r}")
     hc.close()

@@ -11,14 +11,23 @@ response closes the connection.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from array import array
+from typing import Any, NamedTuple, Protocol
 
 import httptools
 
+from ngxffi._ngx import ffi, lib
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.message import HEADER_TOO_LARGE, REASONS, Request
 
 METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE")}
+# where ngxffi_http_plain puts what it found (src/ngx_http_parse.h)
+TEXT: int = lib.NGXFFI_PLAIN_TEXT
+END: int = lib.NGXFFI_PLAIN_END
+KEEP: int = lib.NGXFFI_PLAIN_KEEP
+LAST: int = lib.NGXFFI_PLAIN_LAST
+DRAINED: int = lib.NGXFFI_PLAIN_DRAINED
+new_request = object.__new__
 
 
 class Limits(NamedTuple):
@@ -34,6 +43,60 @@ class Limits(NamedTuple):
     def of(cls, conf: HttpCoreConf) -> Limits:
         number, size = conf.large_client_header_buffers
         return cls(size, number * size, (number + 1) * size, conf.client_max_body_size)
+
+
+class PlainParser:
+    """Requests of a plain shape, recognised by ``ngxffi_http_plain`` (in
+    src/ngx_http_parse.c) instead of llhttp: the C copies the method, target,
+    version and each header's name (in lower case) and value to ``text``, one NUL
+    between two, and the Request is made of one string; anything else is llhttp's.
+    The Request is the one llhttp's callbacks would make (tests/test_http_parse.py
+    checks it). ``buf`` is what ``ngxffi_http_plain_read`` reads into, one
+    connection's read at a time."""
+
+    __slots__ = ("_out", "_text", "buf", "bufp", "ctx", "out", "text", "unparsed_max")
+
+    def __init__(
+        self,
+        limits: Limits,
+        size: int,
+        short_read_drains: bool,
+        requests: Any,
+        cycle: Any,
+        requests_max: int,
+    ) -> None:
+        self.out = array("i", bytes(4 * lib.NGXFFI_PLAIN_OUT))
+        self.text = bytearray(size)  # a request's parts are shorter than it
+        self.buf = bytearray(size)
+        ctx = self.ctx = ffi.new("ngxffi_http_plain_t *")
+        ctx.line_max, ctx.headers_max = limits.line, limits.headers
+        ctx.unparsed_max = self.unparsed_max = limits.unparsed
+        # C writes them, Python reads them in place; kept as long as C points there
+        self._out = ffi.from_buffer("int32_t[]", self.out)
+        self._text = ffi.from_buffer(self.text)
+        self.bufp = ffi.from_buffer(self.buf)
+        ctx.out, ctx.text, ctx.text_size = self._out, self._text, size
+        ctx.buf, ctx.size = self.bufp, size
+        ctx.short_read_drains = short_read_drains
+        ctx.requests = requests  # stub_status's counter (ngxffi_http_plain_send)
+        ctx.cycle = cycle  # the C cycle state, whose reusable queue it updates
+        ctx.requests_max = requests_max  # a connection's last: Connection: close
+
+    def request(self) -> Request:
+        """The Request of the plain request ``text`` holds."""
+        out = self.out
+        fields = self.text[: out[TEXT]].decode("latin-1").split("\0")
+        # its fields set one by one: the dataclass __init__ would be one more
+        # Python call per request
+        request = new_request(Request)
+        request.method, request.uri, request.version = fields[0], fields[1], fields[2]
+        headers = request.headers = {}
+        i, n = 3, len(fields)
+        while i < n:  # each name, then its value (cheaper than dict(zip()) for the
+            headers[fields[i]] = fields[i + 1]  # few headers of most requests)
+            i += 2
+        request.keep_alive = out[KEEP] == 1
+        return request
 
 
 class StopReading(Exception):
@@ -55,7 +118,8 @@ class Answerer(Protocol):
 
     close_after: bool  # the last request was answered: read no more
 
-    def answer(self, request: Request) -> None: ...
+    def answer(self, request: Request) -> None:
+        """Count the request on the connection, answer it."""
 
 
 class HttpRequest:

@@ -16,11 +16,11 @@ from ngxffi.event.cycle import Cycle
 from ngxffi.event.event import USE_GREEDY_EVENT, handle_read_event
 from ngxffi.event.listening import Listening
 from ngxffi.http.accept import CAccept
-from ngxffi.http.connection import HttpConnection, on_read, on_write
+from ngxffi.http.connection import HttpConnection, on_write
 from ngxffi.http.core import HttpCoreConf
-from ngxffi.http.fast import fast_conf
+from ngxffi.http.fast import READ_SIZE, fast_conf
 from ngxffi.http.message import FileBody, Handler, Request, Response
-from ngxffi.http.parse import HttpRequest, Limits
+from ngxffi.http.parse import HttpRequest, Limits, PlainParser
 
 
 def disarm_fast(
@@ -82,6 +82,17 @@ class HttpServer:
         self.short_read_drains = (
             not cycle.event_flags & USE_GREEDY_EVENT or cycle.module.use_epoll_rdhup
         )
+        # a connection's requests up to the last (keepalive_requests); 0 while
+        # shutting down: every answer closes its connection then
+        self.requests_max = conf.keepalive_requests
+        self.plain = PlainParser(
+            self.limits,
+            READ_SIZE,
+            self.short_read_drains,
+            cycle.stats.field("requests"),
+            cycle.raw,
+            self.requests_max,
+        )
         # Parsers at a message boundary, ready for the next request on any
         # connection: an idle keep-alive connection holds none (nginx frees its
         # request and buffers in ngx_http_set_keepalive).
@@ -114,6 +125,8 @@ class HttpServer:
     @shutting_down.setter
     def shutting_down(self, value: bool) -> None:
         self._shutting_down = value
+        self.requests_max = 0 if value else self.conf.keepalive_requests
+        self.plain.ctx.requests_max = self.requests_max
         if self.fast is not None:
             self.fast.enabled = int(not value)
 
@@ -154,11 +167,11 @@ class HttpServer:
     def init_connection(self, c: Connection) -> None:
         """The listening socket's handler. Imitates ngx_http_init_connection: read
         event edge-triggered, client_header_timeout armed, reading counted."""
-        c.data = self.http_connections[c.index].start()
-        c.read.handler = on_read
+        hc = c.data = self.http_connections[c.index].start()
+        c.read.handler = hc.read
         c.write.handler = on_write
         self.cycle.stats.add("reading", 1)
         self.cycle.timers.add_timer(c.read, self.conf.client_header_timeout)
         handle_read_event(c.read)
         if c.read.raw.ready:  # deferred accept: data is already there
-            on_read(c.read)
+            hc.read()

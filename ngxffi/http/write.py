@@ -1,19 +1,88 @@
 """Sending a connection's output (≈ ngx_http_write_filter_module.c and
 src/os/unix/ngx_linux_sendfile_chain.c): the answers of one read joined into as few
 segments as possible, then bytes with write() and files with sendfile(), as far as
-the socket takes them.
+the socket takes them; what it does not take waits for the write event under
+``send_timeout``.
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
+from typing import TYPE_CHECKING
 
 from ngxffi import os as nos
-from ngxffi._ngx import lib
+from ngxffi._ngx import ffi, lib
+from ngxffi.event.event import handle_write_event
 from ngxffi.http.message import FileBody
 
+if TYPE_CHECKING:
+    from ngxffi.http.connection import HttpConnection
+
 Output = deque[bytearray | FileBody]  # what waits for the socket, in order
+WOULD_BLOCK = (lib.EAGAIN, lib.EWOULDBLOCK)
+plain_send = lib.ngxffi_http_plain_send
+
+
+def send_pending(hc: HttpConnection) -> bool:
+    """Write what this read answered (the server's ``pending``); False when the
+    connection closed or waits for the write event. The requests are counted
+    first: once a client has its answer, stub_status (in any worker) counts its
+    request, as in nginx; for one answer in memory, the common case, the count and
+    the write are one C call (ngxffi_http_plain_send)."""
+    server = hc.server
+    pending = server.pending
+    data = pending[0]
+    if len(pending) == 1 and isinstance(data, bytes):
+        pending.clear()
+        n = len(data)
+        sent = plain_send(server.plain.ctx, hc.fd, data, n, server.uncounted)
+        server.uncounted = 0
+        if sent == n:
+            return True
+        if sent < 0:
+            if ffi.errno not in WOULD_BLOCK:  # such as EPIPE or ECONNRESET
+                hc.close()
+                return False
+            sent = 0
+        hc.out = deque([bytearray(memoryview(data)[sent:])])
+        return wait_write(hc)
+    server.count_answered()
+    hc.out = coalesce(pending)
+    pending.clear()
+    return flush(hc)
+
+
+def flush(hc: HttpConnection) -> bool:
+    """Send the connection's queued output; True when all is sent and reading may
+    go on."""
+    out = hc.out
+    assert out is not None
+    while out:
+        try:
+            done = send_segment(hc.fd, out[0])
+        except BlockingIOError:
+            return wait_write(hc)
+        except OSError:
+            hc.close()
+            return False
+        if done:
+            out.popleft()
+    hc.out = None
+    wev = hc.c.write
+    if wev.raw.timer_set:
+        hc.server.cycle.timers.del_timer(wev)
+    return True
+
+
+def wait_write(hc: HttpConnection) -> bool:
+    """The socket is full: wait for the write event, under send_timeout. False."""
+    wev = hc.c.write
+    wev.raw.ready = 0
+    hc.server.cycle.timers.add_timer(wev, hc.server.conf.send_timeout)
+    handle_write_event(wev)
+    hc.settle()
+    return False
 
 
 def coalesce(items: list[bytes | FileBody]) -> Output:
