@@ -9,6 +9,7 @@ import errno
 import socket
 import time
 from collections.abc import Iterator
+from email.utils import formatdate
 
 import pytest
 from hypothesis import given, settings
@@ -19,7 +20,14 @@ from test_http_fast import PLAIN, Loop, requests
 
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.fast import READ_SIZE
-from ngxffi.http.message import Request, Response
+from ngxffi.http.message import (
+    CachedDate,
+    FileBody,
+    Request,
+    Response,
+    build_fixed_head,
+    queue_response,
+)
 from ngxffi.http.parse import DRAINED, END, KEEP, LAST, TEXT, HttpRequest, Limits
 from ngxffi.http.parse import PlainParser as Plain
 
@@ -422,3 +430,30 @@ def test_the_keepalive_timeout_counts_from_the_last_request() -> None:
         lp.turn_until(s, timeout=10 * timeout)
         assert s.recv(10) == b""  # closed, but not before its time
         assert time.monotonic() - last >= timeout - 0.05
+
+
+# --- the answers ----------------------------------------------------------------------
+
+
+def answer(response: Response, close: bool = False) -> bytes:
+    out: list[bytes | FileBody] = []
+    queue_response(out, response, False, close, HttpCoreConf())
+    assert len(out) == 1 and isinstance(out[0], bytes)
+    return out[0]
+
+
+def test_responses_of_one_shape_share_their_head() -> None:
+    first, second = Response(200, b"hello"), Response(200, b"world")
+    assert answer(first)[-5:] == b"hello" and answer(second)[-5:] == b"world"
+    assert first.fixed_head is second.fixed_head  # kept, not built again
+    listed = Response(200, b"x", headers=[("X-A", "1")])  # type: ignore[arg-type]
+    assert b"\r\nX-A: 1\r\n" in answer(listed)  # not a key: built, not kept
+    assert first.fixed_head == build_fixed_head(first, "ngxffi")
+
+
+def test_the_date_follows_the_clock_set_back() -> None:
+    CachedDate.refresh(time.time() + 3600)  # a line made an hour ahead
+    before = int(time.time())
+    data = answer(Response(200, b"x"), close=True)
+    seconds = range(before, int(time.time()) + 1)  # a second may end meanwhile
+    assert any(formatdate(t, usegmt=True).encode() in data for t in seconds)

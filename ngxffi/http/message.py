@@ -40,6 +40,8 @@ REASONS = {
 HEADER_TOO_LARGE = "Request Header Or Cookie Too Large"
 KEEP_ALIVE = b"Connection: keep-alive\r\n\r\n"
 CLOSE = b"Connection: close\r\n\r\n"
+HEADS_MAX = 256  # response heads fixed_head keeps
+_heads: dict[tuple[object, ...], bytes] = {}
 
 
 @dataclass(slots=True)
@@ -53,7 +55,7 @@ class Request:
     keep_alive: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class Response:
     """A handler's answer: a body in memory, or ``file`` (an open fd, sent with
     sendfile and then closed) of ``length`` bytes."""
@@ -91,15 +93,18 @@ class CachedDate:
     """The Date header, formatted once a second (nginx caches ngx_cached_http_time):
     the same bytes object all that second, so that ``is`` tells it is still valid."""
 
-    second = -1
+    since = until = 0.0  # the second of ``line``, from ``since`` to ``until``
     line = b""
 
     @classmethod
-    def header(cls) -> bytes:
-        second = int(time.time())
-        if second != cls.second:
-            date = formatdate(second, usegmt=True)
-            cls.second, cls.line = second, f"Date: {date}\r\n".encode()
+    def refresh(cls, now: float) -> bytes:
+        """The line of ``now`` (a time.time()), when it is not in the line's second
+        (later, or earlier: the clock was set back): the callers compare ``now``
+        with ``since`` and ``until`` (a call per answer would cost more)."""
+        second = int(now)
+        date = formatdate(second, usegmt=True)
+        cls.since, cls.until = float(second), second + 1.0
+        cls.line = f"Date: {date}\r\n".encode()
         return cls.line
 
 
@@ -128,26 +133,56 @@ def queue_response(
     """Append the answer ``response`` makes to ``out``: its head (``Connection:
     close`` when ``close``), then its body, in memory or a :class:`FileBody`; no body
     for ``head`` (a HEAD request) or a 304, whose file is closed at once."""
-    date = CachedDate.header()
+    now = time.time()
+    if CachedDate.since <= now < CachedDate.until:
+        date = CachedDate.line
+    else:
+        date = CachedDate.refresh(now)
     if response.cached_date is date and not close and not head:
         out.append(response.cached)  # the common case, built once a second
         return
     fixed = response.fixed_head
-    if fixed is None:  # built once per Response: `return` answers reuse one
-        fixed = response.fixed_head = build_fixed_head(response, conf.server_tokens)
-    data = fixed + date + (CLOSE if close else KEEP_ALIVE)
+    if fixed is None:  # once per Response: `return` answers reuse one
+        fixed = response.fixed_head = fixed_head(response, conf.server_tokens)
+    connection = CLOSE if close else KEEP_ALIVE
     if response.file >= 0:
-        out.append(data)
+        out.append(fixed + date + connection)
         if head or response.status == 304:
             nos.close(response.file)
         else:
             out.append(FileBody(response.file, response.length))
         return
-    if not head and response.status != 304:
-        data += response.body
-        if not close:
-            response.cached_date, response.cached = date, data
+    if head or response.status == 304:
+        out.append(fixed + date + connection)
+        return
+    data = b"".join((fixed, date, connection, response.body))
+    if not close:
+        response.cached_date, response.cached = date, data
     out.append(data)
+
+
+def fixed_head(response: Response, server_tokens: str) -> bytes:
+    """:func:`build_fixed_head`'s bytes, kept by what they are made of: a handler
+    that makes a new Response per request mostly makes the same few heads. Up to
+    HEADS_MAX are kept (then they are forgotten, all at once)."""
+    length = response.length if response.file >= 0 else len(response.body)
+    key = (
+        response.status,
+        response.content_type,
+        length,
+        response.headers,
+        server_tokens,
+    )
+    try:
+        return _heads[key]
+    except KeyError:
+        pass
+    except TypeError:  # headers that cannot be a key (a list, say): not kept
+        return build_fixed_head(response, server_tokens)
+    if len(_heads) >= HEADS_MAX:
+        _heads.clear()
+    head = _heads[key] = build_fixed_head(response, server_tokens)
+    return head
 
 
 def error_page(status: int, title: str, server_tokens: str) -> Response:
