@@ -95,7 +95,6 @@ class HttpConnection(KeepAlive):
         "c",
         "close_after",
         "closed",
-        "fd",
         "out",
         "server",
     )
@@ -113,7 +112,6 @@ class HttpConnection(KeepAlive):
         self.close_after = False
         self.closed = False
         self.nodelay = False
-        self.fd: int = self.c.raw.fd
         self.idle_msec = 0
         self.keepalive_timer = False
         return self

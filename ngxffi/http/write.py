@@ -36,7 +36,7 @@ def send_pending(hc: HttpConnection) -> bool:
     if len(pending) == 1 and isinstance(data, bytes):
         pending.clear()
         n = len(data)
-        sent = plain_send(server.plain.ctx, hc.fd, data, n, server.uncounted)
+        sent = plain_send(server.plain.ctx, hc.c.raw.fd, data, n, server.uncounted)
         server.uncounted = 0
         if sent == n:
             return True
@@ -60,7 +60,7 @@ def flush(hc: HttpConnection) -> bool:
     assert out is not None
     while out:
         try:
-            done = send_segment(hc.fd, out[0])
+            done = send_segment(hc.c.raw.fd, out[0])
         except BlockingIOError:
             return wait_write(hc)
         except OSError:
