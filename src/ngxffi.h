@@ -125,12 +125,12 @@ struct ngx_connection_s {
     unsigned stash_close:1; /* close once that output is sent */
     unsigned
         is_free:1; /* ngxffi: on the free list (a second free is refused) */
-    unsigned
-        c_answered:1; /* c_msec is set: a C handler answered (0 is a time) */
+    unsigned c_answered:1; /* c_msec is set (0 is a time too) */
 
     char *stash; /* ngxffi: what a C handler leaves to Python */
     uint32_t stash_len;
-    uint64_t c_msec; /* when a C handler last answered (monotonic ms) */
+    uint64_t c_msec; /* when it last went idle or a C handler last answered
+                        (monotonic ms) */
 };
 
 /* What the C helpers need of ngx_cycle_t. */

@@ -112,7 +112,6 @@ class HttpConnection(KeepAlive):
         self.close_after = False
         self.closed = False
         self.nodelay = False
-        self.idle_msec = 0
         self.keepalive_timer = False
         return self
 

@@ -34,13 +34,12 @@ class KeepAlive:
     """The keep-alive half of :class:`ngxffi.http.connection.HttpConnection`,
     whose slots hold what it uses."""
 
-    __slots__ = ("counted", "idle_msec", "keepalive_timer", "nodelay", "r", "state")
+    __slots__ = ("counted", "keepalive_timer", "nodelay", "r", "state")
 
     state: str  # reading | writing | waiting
     counted: str  # the state the shared counters have
     r: HttpRequest | None  # the request being read, if any
     nodelay: bool  # TCP_NODELAY is set
-    idle_msec: int  # when it last went idle
     keepalive_timer: bool  # the read timer is the keep-alive one
     # the connection's (HttpConnection's slots)
     server: Server
@@ -108,7 +107,11 @@ class KeepAlive:
         if server.fast is not None:  # plain requests: the C handler answers them
             self.c.read.set_c_handler(FAST_HANDLER, server.fast)
         cycle = server.cycle
-        self.idle_msec = cycle.current_msec
+        # when it went idle, in the C slot (no Python int per idle connection),
+        # where the C handler notes its answers too: the later of the two counts
+        raw = self.c.raw
+        raw.c_msec = cycle.current_msec
+        raw.c_answered = 1
         rev = self.c.read
         if rev.timer_entry < 0 or not self.keepalive_timer:
             cycle.timers.add_timer(rev, server.conf.keepalive_timeout)
@@ -132,17 +135,15 @@ class KeepAlive:
     def keepalive_left(self) -> bool:
         """The read timer ran out, but it was a keep-alive timer and the connection
         went idle again since it was set (by Python: a running one is not re-armed;
-        or, while waiting, by the C handler's answers): the timeout counts from
-        then, so wait the rest of it."""
+        or by the C handler's answers, which note their time in the same field):
+        the timeout counts from then, so wait the rest of it."""
         server = self.server
         cycle = server.cycle
-        timeout = server.conf.keepalive_timeout
-        rest = msec_diff(self.idle_msec + timeout, cycle.current_msec)
-        if not self.keepalive_timer:
-            rest = 0
         raw = self.c.raw
-        if self.state == "waiting" and raw.c_answered:  # c_msec 0 is a time too
-            rest = max(rest, msec_diff(raw.c_msec + timeout, cycle.current_msec))
+        rest = 0
+        if raw.c_answered and (self.keepalive_timer or self.state == "waiting"):
+            timeout = server.conf.keepalive_timeout
+            rest = msec_diff(raw.c_msec + timeout, cycle.current_msec)
         if rest <= 0:
             return False
         cycle.timers.add_timer(self.c.read, rest)
