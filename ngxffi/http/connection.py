@@ -30,7 +30,9 @@ from ngxffi.event.cycle import Cycle
 from ngxffi.event.event import Event
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.keepalive import KeepAlive
+from ngxffi.http.linger import BROKEN, UNREAD, finalize
 from ngxffi.http.message import (
+    CONTINUE,
     HEADER_TOO_LARGE,
     REASONS,
     FileBody,
@@ -38,6 +40,7 @@ from ngxffi.http.message import (
     Request,
     Response,
     error_page,
+    expects_continue,
     queue_response,
 )
 from ngxffi.http.parse import (
@@ -95,8 +98,10 @@ class HttpConnection(KeepAlive):
         "c",
         "close_after",
         "closed",
+        "lingering_until",
         "out",
         "server",
+        "unread",
     )
 
     def __init__(self, server: Server, c: Connection) -> None:
@@ -111,6 +116,8 @@ class HttpConnection(KeepAlive):
         self.state = self.counted = "reading"  # reading | writing | waiting
         self.close_after = False
         self.closed = False
+        self.unread = 0  # UNREAD: the client may still be sending; BROKEN: not HTTP
+        self.lingering_until: int | None = None  # lingering_time's end, once begun
         self.nodelay = False
         self.keepalive_timer = False
         return self
@@ -118,11 +125,16 @@ class HttpConnection(KeepAlive):
     # --- requests and responses -----------------------------------------------------
 
     def answer(self, request: Request) -> None:
-        """A complete request llhttp read: counted on the connection (as
-        ngxffi_http_plain counts the plain ones), then answered."""
+        """A request header llhttp read: counted on the connection (as
+        ngxffi_http_plain counts the plain ones), then answered; a body behind it
+        is discarded (ngx_http_discard_request_body), after ``100 Continue`` if
+        the client waits for one."""
         raw = self.c.raw
         requests = raw.requests = raw.requests + 1
         last = not request.keep_alive or requests >= self.server.requests_max
+        r = self.r
+        if r is not None and r.discarding and expects_continue(request):
+            self.server.pending.append(CONTINUE)
         self.respond(request, last)
 
     def respond(self, request: Request, last: bool) -> None:
@@ -144,6 +156,7 @@ class HttpConnection(KeepAlive):
         """nginx's error page, then close (ngx_http_special_response_handler)."""
         self.state = "writing"
         self.close_after = True
+        self.unread = UNREAD  # what follows the error was not read
         conf = self.server.conf
         page = error_page(status, title, conf.server_tokens)
         queue_response(self.server.pending, page, False, True, conf)
@@ -183,6 +196,8 @@ class HttpConnection(KeepAlive):
                     self.respond(plain.request(), out[LAST] == 1)
                     start = out[END]
                     if self.close_after or start == n:
+                        if start != n:  # pipelined behind a last request
+                            self.unread = UNREAD
                         break
                     recognise(ctx, c, plain.bufp, n, start)
                 else:  # llhttp's, from the first request that is not plain
@@ -192,7 +207,7 @@ class HttpConnection(KeepAlive):
                 if drained:
                     break
             if self.close_after and self.out is None:
-                self.close()
+                finalize(self)
                 return
             self.settle()
         except Exception as e:
@@ -286,14 +301,25 @@ class HttpConnection(KeepAlive):
                 if r.unparsed > r.unparsed_max:
                     raise r.reject(400, HEADER_TOO_LARGE)
             r.parser.feed_data(data)
+            if r.unanswered is not None:
+                r.answer_pending()
         except httptools.HttpParserUpgrade:
-            # Upgrade or CONNECT: the request was answered, but what follows is not
+            # Upgrade or CONNECT: the request is answered, but what follows is not
             # HTTP any more and this server does not tunnel: close after the answer.
+            r.answer_pending()
             self.close_after = True
         except PARSE_ERRORS:
-            # After a last request, what follows is ignored: nginx stops reading a
-            # connection it is going to close.
-            if not self.close_after:
+            if self.close_after:
+                # After a last request, what follows is ignored: nginx stops reading
+                # a connection it is going to close (and lingers).
+                self.unread = UNREAD
+            elif r.request is not None and r.unanswered is None:
+                # a body that is not what its header said, after the answer: the
+                # connection ends, without lingering (nginx's c->error)
+                self.close_after = True
+                self.unread = BROKEN
+            else:  # the header, or the body in the header's read (nginx's 400)
+                r.unanswered = None
                 # a callback's rejection arrives wrapped in HttpParserCallbackError
                 self.error_response(*(r.error or (400, REASONS[400])))
 
@@ -301,11 +327,21 @@ class HttpConnection(KeepAlive):
         """The write event: send the rest, then read what waited behind it."""
         if self.out is not None and flush(self):
             if self.close_after:
-                self.close()
+                finalize(self)
             elif self.c.read.raw.ready:
                 self.read()
             else:
                 self.settle()
+
+    def unread_input(self) -> bool:
+        """Whether the client may still be sending (lingering_close on):
+        ngx_http_finalize_connection's test of r->lingering_close, the buffer's
+        unparsed bytes and rev->ready, with a request or body begun and not read
+        to its end."""
+        if self.unread:
+            return self.unread == UNREAD
+        r = self.r
+        return (r is not None and r.begun) or bool(self.c.read.raw.ready)
 
     def close(self) -> None:
         """Imitates ngx_http_close_connection."""

@@ -21,6 +21,9 @@ from ngxffi.core.conf import (
 from ngxffi.event.connection import Connection
 from ngxffi.event.listening import EMFILE_POLICIES, Listening
 
+# lingering_close: never; when the client may still be sending; after every answer
+LINGERING_CLOSE = ("off", "on", "always")
+
 
 @dataclass
 class Listen:
@@ -109,6 +112,9 @@ class HttpCoreConf:
     send_timeout: int = 60_000
     large_client_header_buffers: tuple[int, int] = (4, 8192)  # number, size
     client_max_body_size: int = 1 << 20
+    lingering_close: str = "on"  # off | on | always
+    lingering_time: int = 30_000
+    lingering_timeout: int = 5_000
     return_: tuple[int, str] | None = None
     access_log: str | None = None  # nginx's combined format; None: off
     server_tokens: str = "ngxffi"  # the Server header (not a directive here)
@@ -121,6 +127,9 @@ class HttpCoreConf:
         Command("send_timeout", msec),
         Command("large_client_header_buffers", parse_header_buffers),
         Command("client_max_body_size", size),
+        Command("lingering_close", enum(*LINGERING_CLOSE)),
+        Command("lingering_time", msec),
+        Command("lingering_timeout", msec),
         Command("return", parse_return, field="return_"),
         Command("access_log", string),
     )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ngxffi import os as nos
 from ngxffi._ngx import lib
+from ngxffi.core.log import INFO, log_error
 from ngxffi.core.times import msec_diff
 from ngxffi.event.event import handle_read_event
 from ngxffi.http.fast import FAST_HANDLER
@@ -45,6 +46,12 @@ class KeepAlive:
     server: Server
     c: Connection
     out: Output | None
+    lingering_until: int | None
+    closed: bool
+
+    if TYPE_CHECKING:
+
+        def close(self) -> None: ...
 
     def commit(self) -> None:
         """Bring the shared counters up to date: the requests answered (by any
@@ -66,7 +73,11 @@ class KeepAlive:
             self.state = "writing"
         elif r is not None and r.begun:
             self.state = "reading"
-            if not r.request and not self.c.read.raw.timer_set:
+            if r.request is not None:  # answered: its body is being discarded
+                self._discarding()
+                if self.closed:
+                    return
+            elif not self.c.read.raw.timer_set:
                 # a header begun with no timer running (one ran out while writing)
                 server = self.server
                 server.cycle.timers.add_timer(
@@ -79,6 +90,25 @@ class KeepAlive:
             self._busy()
         if self.server.uncounted or self.state != self.counted:
             self.commit()
+
+    def _discarding(self) -> None:
+        """An answered request's body is read and thrown away: each read re-arms
+        ``lingering_timeout``, and after ``lingering_time`` from the first wait the
+        connection closes. Imitates ngx_http_discarded_request_body_handler's
+        timers (nginx arms them once the answer is sent: so is this, as the
+        answer's writing comes first in :meth:`settle`)."""
+        server = self.server
+        conf = server.conf
+        now = server.cycle.current_msec
+        if self.lingering_until is None:
+            self.lingering_until = now + conf.lingering_time
+        left = msec_diff(self.lingering_until, now)
+        if left <= 0:
+            log_error(INFO, "client's body took longer than lingering_time")
+            self.close()
+            return
+        server.cycle.timers.add_timer(self.c.read, min(left, conf.lingering_timeout))
+        self.keepalive_timer = False
 
     def _busy(self) -> None:
         """Reading or writing: not drainable, and no C handler to cut in."""

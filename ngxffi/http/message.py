@@ -38,6 +38,7 @@ REASONS = {
     503: "Service Temporarily Unavailable",
 }
 HEADER_TOO_LARGE = "Request Header Or Cookie Too Large"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 KEEP_ALIVE = b"Connection: keep-alive\r\n\r\n"
 CLOSE = b"Connection: close\r\n\r\n"
 HEADS_MAX = 256  # response heads fixed_head keeps
@@ -78,6 +79,17 @@ class Response:
 
 
 Handler = Callable[[Request], Response]
+
+
+def expects_continue(request: Request) -> bool:
+    """An HTTP/1.1 client waiting for ``100 Continue`` before its body (nginx's
+    ngx_http_test_expect)."""
+    expect = request.headers.get("expect")
+    return (
+        expect is not None
+        and request.version == "1.1"
+        and expect.lower() == "100-continue"
+    )
 
 
 class FileBody:

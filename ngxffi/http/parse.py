@@ -117,6 +117,7 @@ class Answerer(Protocol):
     (connection.HttpConnection)."""
 
     close_after: bool  # the last request was answered: read no more
+    lingering_until: int | None  # when discarding a body must end (lingering_time)
 
     def answer(self, request: Request) -> None:
         """Count the request on the connection, answer it."""
@@ -133,6 +134,7 @@ class HttpRequest:
         "begun",
         "body_bytes",
         "body_max",
+        "discarding",
         "error",
         "hc",
         "header_bytes",
@@ -141,6 +143,7 @@ class HttpRequest:
         "line_max",
         "parser",
         "request",
+        "unanswered",
         "unparsed",
         "unparsed_max",
         "url",
@@ -159,7 +162,9 @@ class HttpRequest:
         self.headers: dict[str, str] = {}
         self.header_bytes = 0
         self.body_bytes = 0
+        self.discarding = False  # answered, its body still to read and discard
         self.request: Request | None = None
+        self.unanswered: Request | None = None  # its body is being read first
         self.unparsed = 0  # bytes fed since the request began, until its header ends
 
     def reject(self, status: int, title: str) -> Rejected:
@@ -192,9 +197,14 @@ class HttpRequest:
         version = parser.get_http_version()
         if version == "1.1" and "host" not in self.headers:
             raise self.reject(400, REASONS[400])  # HTTP/1.1 request without "Host"
-        length = self.headers.get("content-length")
-        if length is not None and int(length) > self.body_max:
+        length = int(self.headers.get("content-length") or 0)
+        if length > self.body_max:
             raise self.reject(413, REASONS[413])
+        # a body: read and thrown away once the request is answered, without
+        # client_max_body_size (nginx's discarded bodies); lingering_time bounds it
+        self.discarding = length > 0 or "chunked" in self.headers.get(
+            "transfer-encoding", ""
+        )
         method = parser.get_method()
         self.request = Request(
             METHODS.get(method) or method.decode("latin-1"),
@@ -203,14 +213,27 @@ class HttpRequest:
             self.headers,
             parser.should_keep_alive(),
         )
+        assert self.hc is not None
+        if self.discarding:
+            # answered once the rest of this read is parsed, as nginx's
+            # ngx_http_discard_request_body parses what the header's buffer holds
+            # before the answer: a body found broken there is a 400 instead
+            self.unanswered = self.request
+        else:
+            self.hc.answer(self.request)
+
+    def answer_pending(self) -> None:
+        """Answer the request whose body began in the read just parsed."""
+        request, self.unanswered = self.unanswered, None
+        if request is not None and self.hc is not None:
+            self.hc.answer(request)
 
     def on_body(self, body: bytes) -> None:
-        self.body_bytes += len(body)  # discarded, as nginx does for handlers that
-        if self.body_bytes > self.body_max:  # ignore it
-            raise self.reject(413, REASONS[413])
+        self.body_bytes += len(body)  # discarded
 
     def on_message_complete(self) -> None:
-        request, hc = self.request, self.hc
-        assert request is not None and hc is not None
+        hc = self.hc
+        if self.discarding and hc is not None:  # discarded whole: keep-alive goes on
+            self.answer_pending()
+            hc.lingering_until = None
         self._reset()
-        hc.answer(request)
