@@ -57,6 +57,7 @@ class Answers:
     """An HttpRequest's connection that keeps what it is given."""
 
     close_after = False
+    lingering_until: int | None = None
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
@@ -72,6 +73,7 @@ def llhttp(data: bytes, limits: Limits = DEFAULT) -> list[Request]:
     answers = Answers()
     r.hc = answers
     r.parser.feed_data(data)
+    r.answer_pending()  # a body begun: answered at the end of the read
     assert r.error is None
     return answers.requests
 

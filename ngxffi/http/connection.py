@@ -98,7 +98,6 @@ class HttpConnection(KeepAlive):
         "c",
         "close_after",
         "closed",
-        "lingering_until",
         "out",
         "server",
         "unread",
@@ -117,7 +116,7 @@ class HttpConnection(KeepAlive):
         self.close_after = False
         self.closed = False
         self.unread = 0  # UNREAD: the client may still be sending; BROKEN: not HTTP
-        self.lingering_until: int | None = None  # lingering_time's end, once begun
+        self.lingering_until = None
         self.nodelay = False
         self.keepalive_timer = False
         return self

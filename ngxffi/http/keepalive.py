@@ -35,7 +35,14 @@ class KeepAlive:
     """The keep-alive half of :class:`ngxffi.http.connection.HttpConnection`,
     whose slots hold what it uses."""
 
-    __slots__ = ("counted", "keepalive_timer", "nodelay", "r", "state")
+    __slots__ = (
+        "counted",
+        "keepalive_timer",
+        "lingering_until",
+        "nodelay",
+        "r",
+        "state",
+    )
 
     state: str  # reading | writing | waiting
     counted: str  # the state the shared counters have
@@ -46,7 +53,7 @@ class KeepAlive:
     server: Server
     c: Connection
     out: Output | None
-    lingering_until: int | None
+    lingering_until: int | None  # when lingering_time ends, once it began
     closed: bool
 
     if TYPE_CHECKING:

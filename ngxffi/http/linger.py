@@ -1,5 +1,6 @@
-"""Closing a connection the client may still be writing to (≈ ngx_http_set_lingering_close
-and ngx_http_lingering_close_handler of src/http/ngx_http_request.c).
+"""Closing a connection the client may still be writing to (≈
+ngx_http_set_lingering_close and ngx_http_lingering_close_handler of
+src/http/ngx_http_request.c).
 
 Why: close() on a socket with unread input makes the kernel send RST instead of FIN,
 and an RST that reaches the client before it has read the answer throws the answer
@@ -40,9 +41,7 @@ def finalize(hc: HttpConnection) -> None:
     """The last answer is sent: a lingering close, or a close. Imitates the end of
     ngx_http_finalize_connection."""
     how = hc.server.conf.lingering_close
-    if hc.unread != BROKEN and (
-        how == "always" or (how == "on" and hc.unread_input())
-    ):
+    if hc.unread != BROKEN and (how == "always" or (how == "on" and hc.unread_input())):
         set_lingering_close(hc)
     else:
         hc.close()
@@ -89,6 +88,7 @@ def lingering_close_handler(rev: Event) -> None:
     hc: HttpConnection = rev.data.data
     c = hc.c
     cycle = hc.server.cycle
+    assert hc.lingering_until is not None
     left = msec_diff(hc.lingering_until, cycle.current_msec)
     if rev.raw.timedout or c.raw.close or left <= 0:
         hc.close()

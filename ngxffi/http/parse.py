@@ -4,9 +4,14 @@ ngx_http_request.c: ngx_http_process_request_line, _request_headers, _host).
 
 Limits and statuses are nginx's: a request line longer than a large header buffer
 (8k) is 414; a header line longer than that, or headers beyond 4 x 8k, 400 "Request
-Header Or Cookie Too Large"; a body over ``client_max_body_size`` 413; anything llhttp
-refuses, a duplicate Host or an HTTP/1.1 request without one, 400. Every error
-response closes the connection.
+Header Or Cookie Too Large"; a Content-Length over ``client_max_body_size`` 413;
+anything llhttp refuses, a duplicate Host or an HTTP/1.1 request without one, 400.
+Every error response closes the connection (lingering: :mod:`ngxffi.http.linger`).
+
+No handler reads a body: a request is answered once its header and the rest of the
+read it came in are parsed, and its body is read and thrown away after the answer,
+keep-alive kept, as nginx's ngx_http_discard_request_body does (a chunked body has no
+size limit then; ``lingering_timeout`` and ``lingering_time`` bound the wait).
 """
 
 from __future__ import annotations

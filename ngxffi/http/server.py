@@ -72,8 +72,8 @@ class HttpServer:
         self._fast_keep = fast  # with what it points into
         # C closes a connection only when nothing is left to read, which is not
         # what lingering_close always asks
-        linger_always = conf.lingering_close == "always"
-        self.c_accept = CAccept(cycle, self.fast) if fast and not linger_always else None
+        always = conf.lingering_close == "always"
+        self.c_accept = CAccept(cycle, self.fast) if fast and not always else None
         # The C handlers' c_ctx point into those buffers: before they are freed,
         # whether close() or the collector frees them, the read events are cleared
         # (the finalizer holds the buffers, the events' array, never the server).
