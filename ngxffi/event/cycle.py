@@ -115,6 +115,9 @@ class Cycle:
         # by close_connection once a socket is closed (an fd is free again).
         self.on_fd_freed: Callable[[], None] | None = None
         self.resume_accept = True
+        # Beyond nginx: what drain_connections calls when closing idle connections
+        # left free slots at connection_n/16 or below (ngxffi.http.reclaim).
+        self.reclaim: Callable[[], object] | None = None
         self.reserve_fd = -1  # the spare fd of the reserve-fd EMFILE policy
         self.timer_resolution = timer_resolution
         self.timer_alarm = False
@@ -293,10 +296,19 @@ class Cycle:
     def drain_connections(self) -> None:
         """When free slots fall to connection_n/16, close the oldest reusable (idle
         keep-alive) connections: set ``close`` and call their read handler, which is
-        expected to close them. Imitates ngx_drain_connections."""
+        expected to close them. Imitates ngx_drain_connections; then, beyond nginx,
+        when free slots are still that low, calls ``reclaim`` if set."""
         raw = self.raw
-        if raw.free_connection_n > self.connection_n // 16 or not raw.reusable_n:
+        low = self.connection_n // 16
+        if raw.free_connection_n > low:
             return
+        if raw.reusable_n:
+            self._drain()
+        if self.reclaim is not None and raw.free_connection_n <= low:
+            self.reclaim()
+
+    def _drain(self) -> None:
+        raw = self.raw
         now = int(time.time())
         if self.connections_reuse_time != now:
             self.connections_reuse_time = now
@@ -306,12 +318,15 @@ class Cycle:
                 "reusing connections",
             )
         c = None
+        drained = 0
         for _ in range(max(min(32, raw.reusable_n // 8), 1)):
             if not raw.reusable_n:
                 break
             c = self.connections[raw.reusable_oldest - raw.connections]
             c.raw.close = 1
             c.read.handler(c.read)
+            drained += 1
+        self.stats.add("drained", drained)  # beyond nginx: an operator sees them
         if self.raw.free_connection_n == 0 and c is not None and c.raw.reusable:
             # nothing freed: the last one may have moved to lingering close; try again
             c.raw.close = 1

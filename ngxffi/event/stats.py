@@ -18,7 +18,17 @@ from typing import Any
 
 from ngxffi._ngx import ffi, lib
 
-FIELDS = ("accepted", "handled", "active", "requests", "reading", "writing", "waiting")
+FIELDS = (
+    "accepted",
+    "handled",
+    "active",
+    "requests",
+    "reading",
+    "writing",
+    "waiting",
+    "drained",  # beyond nginx: idle connections drain_connections closed
+    "reclaimed",  # slow clients ngxffi.http.reclaim closed
+)
 
 
 class Stats:

@@ -53,6 +53,7 @@ from ngxffi.http.parse import (
     Limits,
     PlainParser,
 )
+from ngxffi.http.reclaim import Reclaimer
 from ngxffi.http.write import flush, release, send_pending, wait_write
 
 PLAIN_AGAIN: int = lib.NGXFFI_PLAIN_AGAIN
@@ -74,6 +75,7 @@ class Server(Protocol):
     access_log: TextIO | None
     fast: Any  # the C handler's configuration, or None
     free_requests: list[HttpRequest]
+    reclaimer: Reclaimer
     pending: list[bytes | FileBody]
     current: HttpConnection | None
     uncounted: int
@@ -291,6 +293,7 @@ class HttpConnection(KeepAlive):
             free = server.free_requests
             r = self.r = free.pop() if free else HttpRequest(server.limits)
             r.hc = self
+            r.started = server.cycle.current_msec
             if self.state == "waiting":
                 self.state = "reading"
         try:

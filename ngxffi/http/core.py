@@ -13,6 +13,7 @@ from ngxffi.core.conf import (
     enum,
     flag,
     msec,
+    number,
     positive,
     size,
     string,
@@ -115,6 +116,8 @@ class HttpCoreConf:
     lingering_close: str = "on"  # off | on | always
     lingering_time: int = 30_000
     lingering_timeout: int = 5_000
+    # beyond nginx (ngxffi.http.reclaim): bytes a second; 0: no reclaiming
+    client_min_rate: int = 500
     return_: tuple[int, str] | None = None
     access_log: str | None = None  # nginx's combined format; None: off
     server_tokens: str = "ngxffi"  # the Server header (not a directive here)
@@ -130,6 +133,7 @@ class HttpCoreConf:
         Command("lingering_close", enum(*LINGERING_CLOSE)),
         Command("lingering_time", msec),
         Command("lingering_timeout", msec),
+        Command("client_min_rate", number),
         Command("return", parse_return, field="return_"),
         Command("access_log", string),
     )

@@ -13,7 +13,7 @@ it does for the answers of the C handler.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ngxffi import os as nos
 from ngxffi._ngx import lib
@@ -24,7 +24,7 @@ from ngxffi.http.fast import FAST_HANDLER
 
 if TYPE_CHECKING:
     from ngxffi.event.connection import Connection
-    from ngxffi.http.connection import Server
+    from ngxffi.http.connection import HttpConnection, Server
     from ngxffi.http.parse import HttpRequest
     from ngxffi.http.write import Output
 
@@ -80,6 +80,8 @@ class KeepAlive:
             self.state = "writing"
         elif r is not None and r.begun:
             self.state = "reading"
+            # a slow client may be reclaimed
+            self.server.reclaimer.watch(cast("HttpConnection", self))
             if r.request is not None:  # answered: its body is being discarded
                 self._discarding()
                 if self.closed:

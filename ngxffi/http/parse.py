@@ -148,6 +148,7 @@ class HttpRequest:
         "line_max",
         "parser",
         "request",
+        "started",
         "unanswered",
         "unparsed",
         "unparsed_max",
@@ -171,6 +172,7 @@ class HttpRequest:
         self.request: Request | None = None
         self.unanswered: Request | None = None  # its body is being read first
         self.unparsed = 0  # bytes fed since the request began, until its header ends
+        self.started = 0  # when it began (msec), set by its connection
 
     def reject(self, status: int, title: str) -> Rejected:
         self.error = (status, title)

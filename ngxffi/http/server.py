@@ -21,6 +21,7 @@ from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.fast import READ_SIZE, fast_conf
 from ngxffi.http.message import FileBody, Handler, Request, Response
 from ngxffi.http.parse import HttpRequest, Limits, PlainParser
+from ngxffi.http.reclaim import Reclaimer
 
 
 def disarm_fast(
@@ -107,6 +108,9 @@ class HttpServer:
         # not, allocates nothing of its own but its timer.
         self.http_connections = [HttpConnection(self, c) for c in cycle.connections]
         self.count_requests = cycle.stats.adder("requests")
+        # beyond nginx: when drain cannot free enough slots, the slowest clients'
+        self.reclaimer = Reclaimer(cycle, conf.client_min_rate)
+        cycle.reclaim = self.reclaimer
         self.uncounted = 0  # requests answered since the counter was last updated
 
     def close(self) -> None:
@@ -178,3 +182,5 @@ class HttpServer:
         handle_read_event(c.read)
         if c.read.raw.ready:  # deferred accept: data is already there
             hc.read()
+        else:  # connected, nothing sent yet: reclaimable if it stays so
+            self.reclaimer.watch(hc)

@@ -22,7 +22,9 @@ class StatusConf:
 
 
 def stub_status(stats: Stats, request: Request) -> Response:
-    """The status page; GET and HEAD only (405 otherwise), as nginx."""
+    """The status page; GET and HEAD only (405 otherwise), as nginx. With the query
+    ``?full``, a line more (beyond nginx): the idle connections drain closed and
+    the slow clients reclaimed (:mod:`ngxffi.http.reclaim`)."""
     if request.method not in ("GET", "HEAD"):
         return Response(405, b"")
     body = (
@@ -31,4 +33,6 @@ def stub_status(stats: Stats, request: Request) -> Response:
         f" {stats.accepted} {stats.handled} {stats.requests} \n"
         f"Reading: {stats.reading} Writing: {stats.writing} Waiting: {stats.waiting} \n"
     )
+    if request.uri.partition("?")[2] == "full":
+        body += f"Drained: {stats.drained} Reclaimed: {stats.reclaimed} \n"
     return Response(200, body.encode())

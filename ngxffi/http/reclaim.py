@@ -1,0 +1,104 @@
+"""Reclaiming slots from slow clients: a defence nginx does not have.
+
+nginx's ngx_drain_connections frees slots from idle keep-alive connections only. A
+client that sends its header a few bytes at a time (Slowloris), or its body so
+(slow POST), holds its slot for ``client_header_timeout`` or ``lingering_time``,
+and enough of them take every slot: nobody else is served. Here, once
+drain_connections has done what it can and free slots are still at or below
+connection_n/16 (drain's own threshold), the server closes the connections whose
+clients are the slowest — still reading a request header, discarding a body, or
+connected without sending anything — as long as they send at less than
+``client_min_rate`` bytes a second (Apache's mod_reqtimeout ``MinRate``, 500 by
+default) since their request began. A client at or above that rate is never
+reclaimed, however short the slots; nor is one answered and waiting for its next
+request (drain's), nor one being answered.
+
+Each reclaim is logged at info level and counted (``reclaimed`` in the shared
+counters, shown by ``/status?full``), as drain's are (``drained``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import TYPE_CHECKING
+
+from ngxffi.core.log import INFO, log_error
+
+if TYPE_CHECKING:
+    from ngxffi.event.cycle import Cycle
+    from ngxffi.http.connection import HttpConnection
+
+GRACE = 1000  # ms: a connection younger than this is never reclaimed
+
+
+class Reclaimer:
+    """The server's slow connections, and the cycle's ``reclaim`` hook that closes
+    the slowest of them (see the module's docstring).
+
+    ``watched`` holds the connections that entered a slow state, with when they
+    did: entries are not removed when a connection moves on (that would cost every
+    request), but checked when a reclaim looks at them. One entry per pool slot at
+    most: it is keyed by the slot's HTTP connection."""
+
+    __slots__ = ("count", "cycle", "min_rate", "watched")
+
+    def __init__(self, cycle: Cycle, min_rate: int) -> None:
+        self.cycle = cycle
+        self.min_rate = min_rate  # bytes a second; 0: off
+        self.watched: dict[HttpConnection, int] = {}
+        self.count = cycle.stats.adder("reclaimed")
+
+    def watch(self, hc: HttpConnection) -> None:
+        """``hc`` waits for its client to send (a header, a body, a first byte)."""
+        if self.min_rate:
+            self.watched[hc] = self.cycle.current_msec
+
+    def __call__(self) -> int:
+        """Close the slowest connections below ``client_min_rate``: up to
+        connection_n/128 (1 to 32) of them, how many were closed. Fewer than drain
+        closes: a slot freed here goes to whoever connects next, an attacker as
+        likely as not, and one that has just connected cannot be reclaimed before
+        GRACE; freeing a few at a time keeps older attackers in the pool, to be
+        reclaimed for the next client."""
+        now = self.cycle.current_msec
+        slow = []
+        for hc, since in list(self.watched.items()):
+            progress = _progress(hc, since)
+            if progress is None:
+                del self.watched[hc]  # moved on, or closed
+                continue
+            got, started = progress
+            age = now - started
+            if age >= GRACE and got * 1000 < self.min_rate * age:
+                slow.append((got / max(age, 1), age, got, hc))
+        n = max(min(32, self.cycle.connection_n // 128), 1)
+        closed = 0
+        for _, age, got, hc in heapq.nsmallest(n, slow, key=lambda s: s[0]):
+            del self.watched[hc]
+            log_error(
+                INFO,
+                f"client sent {got} bytes in {age / 1000:.1f}s, below "
+                f"client_min_rate {self.min_rate}, "
+                "reclaiming its connection for want of worker_connections",
+            )
+            hc.close()
+            closed += 1
+        if closed:
+            self.count(closed)
+        return closed
+
+
+def _progress(hc: HttpConnection, since: int) -> tuple[int, int] | None:
+    """What the client of ``hc`` sent of its request, and since when (msec); None
+    when it is not waiting for its client to send: answered, idle, closed,
+    lingering (which drain closes), or writing."""
+    if hc.closed or hc.out is not None:
+        return None
+    r = hc.r
+    if r is not None:
+        if not r.begun:
+            return None
+        return r.unparsed + r.body_bytes, r.started
+    if hc.state == "reading" and hc.lingering_until is None and not hc.c.raw.requests:
+        return 0, since  # connected, and not a byte yet
+    return None
