@@ -18,9 +18,8 @@ typedef struct {
     int64_t reading;
     int64_t writing;
     int64_t waiting;
-    int64_t drained; /* ngxffi: closed by drain_connections */
-    int64_t
-        reclaimed; /* ngxffi: slow clients closed (ngxffi/http/reclaim.py) */
+    int64_t drained;      /* ngxffi: closed by drain_connections */
+    int64_t reclaimed;    /* ngxffi: slow clients closed (http/reclaim.py) */
     int64_t accept_mutex; /* ngx_accept_mutex: 0, or the pid holding it */
 } ngxffi_stats_t;
 
