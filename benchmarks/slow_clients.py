@@ -43,10 +43,12 @@ INTERVAL = 5  # s between an attacker's follow-up bytes
 SLOTS = 1024  # worker_connections: about half the attackers
 PROBE_EVERY = 0.2  # s
 PROBE_TIMEOUT = 3.0  # s: slowhttptest's -p, and the probe's
-ATTACKS = {
-    "slow headers (-H)": ["-H"],
-    "slow body (-B)": ["-B", "-s", "8192"],
-    "slow read (-X)": ["-X", "-k", "3", "-w", "1", "-y", "3", "-n", "5", "-z", "32"],
+SLOW_READ = ["-X", "-k", "3", "-w", "1", "-y", "3", "-n", "5", "-z", "32"]
+ATTACKS = {  # the mode's options, and the path asked for
+    "slow headers (-H)": (["-H"], "/"),
+    "slow body (-B)": (["-B", "-s", "8192"], "/"),
+    "slow read (-X)": (SLOW_READ, "/"),
+    "slow read (-X), 1 MiB file": (SLOW_READ, "/big.bin"),
 }
 PAGE = b"<html><body><h1>hello, slow clients</h1></body></html>\n"
 
@@ -94,6 +96,7 @@ def server(kind: str) -> Iterator[int]:
         root = tmp / "www"
         root.mkdir()
         (root / "index.html").write_bytes(PAGE)
+        (root / "big.bin").write_bytes(bytes(range(256)) * 4096)
         port = free_port()
         fields = {"tmp": tmp, "port": port, "root": root, "slots": SLOTS}
         if kind == "nginx":
@@ -156,7 +159,7 @@ class Result:
     available: float  # slowhttptest's samples saying "service available", a share
 
 
-def attack(tool: str, port: int, mode: list[str], tmp: Path) -> Result:
+def attack(tool: str, port: int, mode: list[str], path: str, tmp: Path) -> Result:
     """slowhttptest against ``port`` while probing it."""
     samples: list[tuple[float, float | None]] = []
     done = threading.Event()
@@ -169,7 +172,7 @@ def attack(tool: str, port: int, mode: list[str], tmp: Path) -> Result:
     prefix = tmp / "stats"
     command = [tool, *mode, "-c", str(ATTACKERS), "-r", str(RATE), "-i"]
     command += [str(INTERVAL), "-l", str(LENGTH), "-p", str(int(PROBE_TIMEOUT))]
-    command += ["-u", f"http://127.0.0.1:{port}/", "-g", "-o", str(prefix)]
+    command += ["-u", f"http://127.0.0.1:{port}{path}", "-g", "-o", str(prefix)]
     begun = time.monotonic()
     thread = threading.Thread(target=probing)
     thread.start()
@@ -206,10 +209,13 @@ def main() -> None:
     tool = ensure("slowhttptest", "slowhttptest")
     kinds = ["nginx", "ngxffi"]
     rows = []
-    for name, mode in ATTACKS.items():
+    only = sys.argv[1:]  # some attacks, by the start of their name: "slow read"
+    for name, (mode, path) in ATTACKS.items():
+        if only and not any(name.startswith(o) for o in only):
+            continue
         for kind in kinds:
             with tempfile.TemporaryDirectory() as tmp, server(kind) as port:
-                result = attack(tool, port, mode, Path(tmp))
+                result = attack(tool, port, mode, path, Path(tmp))
             rows.append((name, kind, result))
             print(f"{name} {kind}: {fmt(result)}", file=sys.stderr)
     print(table(rows))

@@ -83,6 +83,14 @@ ngxffi_set_cloexec(int fd, int on)
     return fcntl(fd, F_SETFD, flags);
 }
 
+int
+ngxffi_outq(int fd)
+{
+    int n = 0;
+    if (ioctl(fd, SIOCOUTQ, &n) == -1) return -1;
+    return n;
+}
+
 /* Whether an open is refused before the kernel sees it: the helpers pass no
    mode, so a file they created would have mode 0. */
 static int

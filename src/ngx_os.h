@@ -10,6 +10,8 @@
 
 /* struct open_how and the RESOLVE_* flags (the constants go to Python). */
 #include <linux/openat2.h>
+#include <linux/sockios.h> /* SIOCOUTQ */
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 
 /* Every allocation of the C goes through ngxffi_alloc (malloc), so that a test
@@ -26,6 +28,10 @@ int ngxffi_get_status_flags(int fd);
 int ngxffi_set_status_flags(int fd, int flags);
 int ngxffi_get_fd_flags(int fd);
 int ngxffi_set_cloexec(int fd, int on);
+
+/* The bytes in socket fd's send queue that its peer has not taken yet: unsent,
+   or sent and not acknowledged (ioctl SIOCOUTQ). -1 and errno on failure. */
+int ngxffi_outq(int fd);
 
 /* openat2(2) with a struct open_how of {flags, 0, resolve}, and openat(2)
    without a mode: both open existing files only (O_CREAT and O_TMPFILE, which

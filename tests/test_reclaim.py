@@ -10,7 +10,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,12 +74,15 @@ class Slowloris:
             s.close()
 
 
-def start(tmp_path: Path, conf: str = "") -> tuple[Server, Path]:
+def start(tmp_path: Path, conf: str = "", fixed: bool = True) -> tuple[Server, Path]:
+    """A server of SLOTS worker_connections, its error log at info level, that
+    answers with ``return`` if ``fixed``, else as ``conf`` says."""
     log = tmp_path / "error.log"
     path = tmp_path / "ngxffi.toml"
     path.write_text(
         f'worker_connections = {SLOTS}\nerror_log = "{log} info"\n'
-        'return = [200, "hello"]\n' + conf
+        + ('return = [200, "hello"]\n' if fixed else "")
+        + conf
     )
     return Server("-c", str(path)), log
 
@@ -193,29 +196,88 @@ class Trickle:
             s.close()
 
 
+class Download(Trickle):
+    """``n`` clients that each ask for a big file and read it at ``rate`` bytes a
+    second (a small receive buffer: the server's socket fills up at once)."""
+
+    def __init__(self, port: int, n: int, rate: int) -> None:
+        self.piece = rate // 50
+        self.stop = threading.Event()
+        self.socks = []
+        self.closed = 0
+        for _ in range(n):
+            s = socket.socket()
+            # the smallest buffer: what it holds unread counts as taken
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+            s.connect(("127.0.0.1", port))
+            s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+            s.setblocking(False)
+            self.socks.append(s)
+        self.thread = threading.Thread(target=self.run)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.02):
+            for s in list(self.socks):
+                try:
+                    if not s.recv(self.piece):
+                        raise ConnectionResetError
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    self.socks.remove(s)
+                    self.closed += 1
+
+
+def header(port: int, n: int, rate: int) -> Trickle:
+    return Trickle(port, n, rate, body=False)
+
+
+def upload(port: int, n: int, rate: int) -> Trickle:
+    return Trickle(port, n, rate, body=True)
+
+
+CLIENTS: dict[str, tuple[Callable[[int, int, int], Trickle], int]] = {
+    # how to make them, and the rate at which they are reclaimed
+    "slow link": (header, 700),
+    "slow upload": (upload, 700),
+    # a TCP receive window's worth (about 1 KB) is taken before the client reads
+    "slow download": (Download, 300),
+}
+
+
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("body", [False, True], ids=["slow link", "slow upload"])
-def test_where_the_rule_stops(tmp_path: Path, body: bool) -> None:
-    """client_min_rate 1000, every slot held by clients that send at
-    1,300 B/s (a header on a slow link, or an upload): none is reclaimed, even
-    though new clients are turned away for want of slots; at 700 B/s they are
-    reclaimed for the new clients."""
-    srv, _ = start(tmp_path, "client_min_rate = 1000\n")
+@pytest.mark.parametrize("kind", list(CLIENTS))
+def test_where_the_rule_stops(tmp_path: Path, kind: str) -> None:
+    """client_min_rate 1000, every slot held by clients that move 1,300 B/s (a
+    header on a slow link, an upload, a download): none is reclaimed, even though
+    new clients are turned away for want of slots; at 700 B/s (300 for a
+    download) they are reclaimed for the new clients."""
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "big.bin").write_bytes(b"f" * (8 << 20))
+    (root / "index.html").write_bytes(b"hello")
+    srv, _ = start(tmp_path, f'client_min_rate = 1000\nroot = "{root}"\n', False)
     try:
-        for rate, kept in ((1300, True), (700, False)):
-            # every slot (the listening socket has one)
-            clients = Trickle(srv.port, SLOTS - 1, rate, body)
+        before = 0
+        make, slow = CLIENTS[kind]
+        for rate, kept in ((1300, True), (slow, False)):
+            # every slot (the listening socket and the inotify fd have one
+            # each: the client too many is turned away)
+            clients = make(srv.port, SLOTS - 1, rate)
             try:
-                time.sleep(1.5)  # the rule's own time: 1 s before any reclaim
+                time.sleep(2.0)  # the rule's own time: 1 s before any reclaim
                 answers = [get(srv.port, timeout=1.0) for _ in range(8)]
             finally:
                 clients.close()
             answered = sum(a is not None for a in answers)
+            reclaimed = counters(srv)[1] - before
+            before += reclaimed
             if kept:
-                assert clients.closed == 0, rate
+                assert reclaimed == 0, rate
                 assert answered == 0, rate  # no slot for them
             else:
-                assert clients.closed >= 1, rate
+                assert reclaimed >= 1, rate
                 assert answered == 8, rate
             wait_idle(srv)
     finally:

@@ -103,6 +103,7 @@ class HttpConnection(KeepAlive):
         "out",
         "server",
         "unread",
+        "write_mark",
     )
 
     def __init__(self, server: Server, c: Connection) -> None:
@@ -119,6 +120,8 @@ class HttpConnection(KeepAlive):
         self.closed = False
         self.unread = 0  # UNREAD: the client may still be sending; BROKEN: not HTTP
         self.lingering_until = None
+        # what was left to send when the answer first waited for the socket, and when
+        self.write_mark: tuple[int, int] | None = None
         self.nodelay = False
         self.keepalive_timer = False
         return self

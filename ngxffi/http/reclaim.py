@@ -23,6 +23,7 @@ import heapq
 from typing import TYPE_CHECKING
 
 from ngxffi.core.log import INFO, log_error
+from ngxffi.http.write import untaken
 
 if TYPE_CHECKING:
     from ngxffi.event.cycle import Cycle
@@ -77,7 +78,7 @@ class Reclaimer:
             del self.watched[hc]
             log_error(
                 INFO,
-                f"client sent {got} bytes in {age / 1000:.1f}s, below "
+                f"client moved {got} bytes in {age / 1000:.1f}s, below "
                 f"client_min_rate {self.min_rate}, "
                 "reclaiming its connection for want of worker_connections",
             )
@@ -89,11 +90,17 @@ class Reclaimer:
 
 
 def _progress(hc: HttpConnection, since: int) -> tuple[int, int] | None:
-    """What the client of ``hc`` sent of its request, and since when (msec); None
-    when it is not waiting for its client to send: answered, idle, closed,
-    lingering (which drain closes), or writing."""
-    if hc.closed or hc.out is not None:
+    """How many bytes the client of ``hc`` moved, and since when (msec): of its
+    request it sends, or of an answer it is slow to take (since the answer first
+    waited for the socket); None when it waits for neither: idle, closed,
+    lingering (which drain closes)."""
+    if hc.closed:
         return None
+    if hc.out is not None:
+        left = untaken(hc)
+        if hc.write_mark is None or left is None:
+            return None
+        return hc.write_mark[0] - left, hc.write_mark[1]
     r = hc.r
     if r is not None:
         if not r.begun:

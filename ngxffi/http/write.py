@@ -69,6 +69,7 @@ def flush(hc: HttpConnection) -> bool:
         if done:
             out.popleft()
     hc.out = None
+    hc.write_mark = None
     wev = hc.c.write
     if wev.raw.timer_set:
         hc.server.cycle.timers.del_timer(wev)
@@ -76,7 +77,14 @@ def flush(hc: HttpConnection) -> bool:
 
 
 def wait_write(hc: HttpConnection) -> bool:
-    """The socket is full: wait for the write event, under send_timeout. False."""
+    """The socket is full: wait for the write event, under send_timeout. False.
+    The first wait of an answer notes what the client has still to take, and
+    when: how fast it takes the rest is what reclaiming slow clients looks at."""
+    if hc.write_mark is None:
+        left = untaken(hc)
+        if left is not None:
+            hc.write_mark = (left, hc.server.cycle.current_msec)
+            hc.server.reclaimer.watch(hc)
     wev = hc.c.write
     wev.raw.ready = 0
     hc.server.cycle.timers.add_timer(wev, hc.server.conf.send_timeout)
@@ -114,6 +122,19 @@ def send_segment(fd: int, segment: bytearray | FileBody) -> bool:
         return False
     nos.close(segment.fd)
     return True
+
+
+def untaken(hc: HttpConnection) -> int | None:
+    """The bytes of the answer its client has still to take: those not sent yet,
+    and those in the socket's send queue (the kernel's buffer fills at once, and
+    then what it has sent tells nothing of the client: what it holds does). None
+    when the socket cannot tell (it failed)."""
+    out = hc.out
+    unsent = sum(len(s) if isinstance(s, bytearray) else s.left for s in out or ())
+    try:
+        return unsent + nos.outq(hc.c.raw.fd)
+    except OSError:
+        return None
 
 
 def release(out: Output) -> None:

@@ -88,6 +88,15 @@ def accept(fd: FileLike) -> tuple[int, sockaddr.Address]:
     return _accept("accept", fd, None)
 
 
+def outq(fd: FileLike) -> int:
+    """The bytes in the socket's send queue its peer has not taken yet: unsent, or
+    unacknowledged (ioctl SIOCOUTQ)."""
+    n = lib.ngxffi_outq(fileno(fd))
+    if n < 0:
+        raise error("ioctl(SIOCOUTQ)")
+    return int(n)
+
+
 def setsockopt(fd: FileLike, level: int, option: int, value: int | Buffer) -> None:
     """Set a socket option from an int (as a C int) or a bytes-like value."""
     if isinstance(value, int):
