@@ -24,7 +24,7 @@ command -v $(1) >/dev/null 2>&1 || { \
 	|| { apt-get update -q >/dev/null && apt-get install -y -q $(2) >/dev/null; }; }
 endef
 
-.PHONY: run test bench lint docs sanitize fuzz clean
+.PHONY: run test bench bench-slow lint docs sanitize fuzz clean
 
 run: $(STAMP)test
 	$(VENV)/bin/ngxffi info
@@ -35,6 +35,10 @@ test: $(STAMP)test
 
 bench: $(STAMP)bench
 	$(PY) benchmarks/run.py
+
+# slowhttptest's slow attacks against nginx and ngxffi (installs both tools if missing)
+bench-slow: $(STAMP)bench
+	cd benchmarks && ../$(PY) slow_clients.py
 
 # mypy reads the tests and benchmarks too: their dependencies come first. The C's
 # format is .clang-format's (Debian 12's clang-format 14).

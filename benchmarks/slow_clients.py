@@ -3,7 +3,9 @@ attacks (slow headers a.k.a. Slowloris, slow body, slow read) with more attacker
 than slots, and a probe that asks what a normal client asks meanwhile.
 
 Run: ``make bench-slow`` (or ``.venv/bin/python benchmarks/slow_clients.py``). It
-installs slowhttptest and nginx (Debian's packages) when they are missing.
+installs slowhttptest and nginx (Debian's packages) when they are missing, and writes
+its table to results/slow_clients.md (arguments: only the attacks whose names begin
+so, e.g. ``"slow read"``, printed and not written).
 
 Each server runs one worker, ``worker_connections`` 1024 (``ATTACKERS`` / 2),
 serving the same small index.html from a temporary root, everything else at its
@@ -48,8 +50,9 @@ ATTACKS = {  # the mode's options, and the path asked for
     "slow headers (-H)": (["-H"], "/"),
     "slow body (-B)": (["-B", "-s", "8192"], "/"),
     "slow read (-X)": (SLOW_READ, "/"),
-    "slow read (-X), 1 MiB file": (SLOW_READ, "/big.bin"),
+    "slow read (-X), 8 MiB file": (SLOW_READ, "/big.bin"),
 }
+RESULTS = Path(__file__).with_name("results") / "slow_clients.md"
 PAGE = b"<html><body><h1>hello, slow clients</h1></body></html>\n"
 
 NGINX_CONF = """daemon off;
@@ -96,7 +99,7 @@ def server(kind: str) -> Iterator[int]:
         root = tmp / "www"
         root.mkdir()
         (root / "index.html").write_bytes(PAGE)
-        (root / "big.bin").write_bytes(bytes(range(256)) * 4096)
+        (root / "big.bin").write_bytes(bytes(range(256)) * 4096 * 8)
         port = free_port()
         fields = {"tmp": tmp, "port": port, "root": root, "slots": SLOTS}
         if kind == "nginx":
@@ -218,15 +221,17 @@ def main() -> None:
                 result = attack(tool, port, mode, path, Path(tmp))
             rows.append((name, kind, result))
             print(f"{name} {kind}: {fmt(result)}", file=sys.stderr)
-    print(table(rows))
+    text = table(rows)
+    print(text)
+    if not only:  # a whole run is the latest
+        RESULTS.write_text(text + "\n")
 
 
 def fmt(r: Result) -> str:
     share = 100 * r.answered / r.probes if r.probes else float("nan")
-    median = statistics.median(r.latencies) * 1000 if r.latencies else float("nan")
+    median = f"{statistics.median(r.latencies) * 1000:.1f} ms" if r.latencies else "—"
     return (
-        f"{share:.0f}% ({r.answered}/{r.probes}) | {median:.1f} ms | "
-        f"{100 * r.available:.0f}%"
+        f"{share:.0f}% ({r.answered}/{r.probes}) | {median} | {100 * r.available:.0f}%"
     )
 
 
