@@ -1,17 +1,19 @@
 """Reclaiming slots from slow clients: a defence nginx does not have.
 
 nginx's ngx_drain_connections frees slots from idle keep-alive connections only. A
-client that sends its header a few bytes at a time (Slowloris), or its body so
-(slow POST), holds its slot for ``client_header_timeout`` or ``lingering_time``,
-and enough of them take every slot: nobody else is served. Here, once
-drain_connections has done what it can and free slots are still at or below
-connection_n/16 (drain's own threshold), the server closes the connections whose
-clients are the slowest — still reading a request header, discarding a body, or
-connected without sending anything — as long as they send at less than
+client that sends its header a few bytes at a time (Slowloris), its body so (slow
+POST), or takes a large answer so (slow read), holds its slot for
+``client_header_timeout``, ``lingering_time`` or ``send_timeout``, and enough of
+them take every slot: nobody else is served. Here, once drain_connections has done
+what it can and free slots are still at or below connection_n/16 (drain's own
+threshold), the server closes the connections whose clients are the slowest — still
+reading a request header, discarding a body, taking an answer that waits for the
+socket, or connected without sending anything — as long as they move less than
 ``client_min_rate`` bytes a second (Apache's mod_reqtimeout ``MinRate``, 500 by
-default) since their request began. A client at or above that rate is never
-reclaimed, however short the slots; nor is one answered and waiting for its next
-request (drain's), nor one being answered.
+default): of a request since it began, of an answer since it first waited for the
+socket. A client at or above that rate is never reclaimed, however short the slots;
+nor is one younger than GRACE, nor one idle and waiting for its next request
+(drain's).
 
 Each reclaim is logged at info level and counted (``reclaimed`` in the shared
 counters, shown by ``/status?full``), as drain's are (``drained``).

@@ -119,6 +119,8 @@ class HttpServer:
         buffers are freed then. Its connections are Python's from now on."""
         self.fast = None
         self._fast_keep = None
+        if self.cycle.reclaim is self.reclaimer:  # its connections are no one's
+            self.cycle.reclaim = None
         self._disarm()  # once: later calls do nothing
         if self.c_accept is not None:
             self.c_accept.close()
