@@ -9,6 +9,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -118,8 +120,44 @@ def test_a_signal_just_before_the_wait_does_not_leave_the_worker_asleep() -> Non
         with Cycle(4) as cycle:
             signals = WorkerSignals(cycle)
             signals.install(stop=(signal.SIGUSR2,), reopen=())
-            os.kill(os.getpid(), signal.SIGUSR2)  # its Python handler runs right here
-            assert signals.stop == signal.SIGUSR2
-            process_events_and_timers(cycle)  # an infinite wait, woken at once
+            try:
+                os.kill(os.getpid(), signal.SIGUSR2)  # its Python handler runs here
+                assert signals.stop == signal.SIGUSR2
+                process_events_and_timers(cycle)  # an infinite wait, woken at once
+            finally:
+                signals.uninstall()
     finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
+@pytest.mark.timeout(20)
+def test_a_signal_caught_in_c_during_the_wait_ends_it() -> None:
+    """The other half of the race: the signal is caught by CPython's C handler, but
+    its Python handler cannot run before the wait returns, and the wait is not
+    interrupted (here: the signal goes to another thread, as it may to a worker's
+    when the C handler runs just before epoll_wait). The wake-up pipe ends it."""
+    previous = signal.getsignal(signal.SIGUSR2)
+    go = threading.Event()
+
+    def later() -> None:
+        go.wait()
+        time.sleep(0.2)  # the main thread is in its wait by then, or soon after
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    sender = threading.Thread(target=later)  # made before the main thread blocks
+    sender.start()
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+    try:
+        with Cycle(4) as cycle:
+            signals = WorkerSignals(cycle)
+            signals.install(stop=(signal.SIGUSR2,), reopen=())
+            try:
+                go.set()
+                process_events_and_timers(cycle)  # infinite: only the pipe ends it
+                assert signals.stop == signal.SIGUSR2
+            finally:
+                signals.uninstall()
+    finally:
+        sender.join()
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         signal.signal(signal.SIGUSR2, previous)

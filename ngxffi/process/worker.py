@@ -11,10 +11,13 @@ anything with the four methods of :class:`Service`.
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ngxffi import os as nos
+from ngxffi._ngx import lib
 from ngxffi.core import log
 from ngxffi.core.conf import Conf
 from ngxffi.event.accept import add_listening, close_listening_sockets
@@ -25,6 +28,7 @@ from ngxffi.event.event import (
     EXCLUSIVE_EVENT,
     LEVEL_EVENT,
     Event,
+    handle_read_event,
     process_events_and_timers,
 )
 from ngxffi.event.listening import Listening
@@ -73,14 +77,22 @@ class WorkerSignals:
 
     nginx's handlers only set a flag that the loop reads after epoll_wait returns; a
     signal that comes just before the wait leaves it asleep until some event. Python
-    runs its handlers between bytecodes, which widens that window to the whole Python
-    part of a turn, so the handler also notifies the event module (ngx_notify's
-    eventfd): the next epoll_wait returns at once."""
+    widens that window: its handlers run between bytecodes, after the C-level
+    handler has noted the signal. Two wake-ups close it. A handler that runs before
+    the wait notifies the event module (ngx_notify's eventfd), so that the next
+    wait returns at once; and a signal caught in C after the loop's last bytecode,
+    whose Python handler only runs once the wait returns, has CPython's C handler
+    write to a pipe the cycle watches (``signal.set_wakeup_fd``), so that it does
+    return. The pipe takes a pool slot, as nginx's channel to the master does."""
 
     def __init__(self, cycle: Cycle) -> None:
+        self.cycle = cycle
         self.notify = cycle.actions.notify
         self.stop = 0  # the signal that ends the loop, 0 until one comes
         self.reopen = False
+        self.wakeup: Connection | None = None  # the pipe's read end, watched
+        self._wakeup_w = -1
+        self._previous_wakeup = -1
 
     def install(
         self,
@@ -91,6 +103,40 @@ class WorkerSignals:
             signal.signal(signum, self._stop)
         for signum in reopen:
             signal.signal(signum, self._reopen)
+        self._watch_wakeup_fd()
+
+    def _watch_wakeup_fd(self) -> None:
+        """The pipe CPython's C signal handler writes to, its read end in the cycle
+        (only the main thread may set it; without a free slot, notify alone)."""
+        if self.wakeup is not None or threading.current_thread() is not (
+            threading.main_thread()
+        ):
+            return
+        r, w = nos.pipe2(lib.O_CLOEXEC | lib.O_NONBLOCK)
+        c = self.cycle.get_connection(r)
+        if c is None:
+            nos.close(r)
+            nos.close(w)
+            return
+        c.read.handler = _drain_wakeup
+        handle_read_event(c.read)
+        self._previous_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        self.wakeup, self._wakeup_w = c, w
+
+    def uninstall(self) -> None:
+        """Stop watching the wake-up pipe (the handlers stay)."""
+        if self.wakeup is None:
+            return
+        signal.set_wakeup_fd(self._previous_wakeup)
+        self.cycle.close_connection(self.wakeup)
+        nos.close(self._wakeup_w)
+        self.wakeup = None
+
+    @property
+    def slots(self) -> int:
+        """The pool slots the signals hold (the pipe's): not a connection to wait
+        for when shutting down."""
+        return int(self.wakeup is not None)
 
     def _stop(self, signum: int, frame: object) -> None:
         if signum != signal.SIGQUIT or not self.stop:  # terminating beats quitting
@@ -104,6 +150,21 @@ class WorkerSignals:
     def _wake(self) -> None:
         if self.notify is not None:
             self.notify(_woken)
+
+
+def _drain_wakeup(ev: Event) -> None:
+    """The wake-up pipe is readable: empty it (the signal numbers in it are the
+    Python handlers' business). Not closed by worker_shutdown_timeout's ``close``."""
+    c: Connection = ev.data
+    c.raw.close = 0
+    while True:
+        try:
+            if not nos.read(c.raw.fd, 512):
+                break
+        except BlockingIOError:
+            ev.raw.ready = 0
+            break
+    handle_read_event(ev)
 
 
 def _woken(ev: Event) -> None:
@@ -136,6 +197,7 @@ class Worker:
             cy.multi_accept = events.multi_accept
             cy.accept_mutex_delay = events.accept_mutex_delay
             service = self.configuration.service(cy)
+            signals = None
             try:
                 self._listen(cy, service)
                 signals = WorkerSignals(cy)
@@ -151,6 +213,8 @@ class Worker:
                     timeout = conf[CoreConf].worker_shutdown_timeout
                     graceful_shutdown(cy, service, timeout, signals)
             finally:
+                if signals is not None:
+                    signals.uninstall()
                 service.close()
         return 0
 
@@ -184,7 +248,8 @@ def graceful_shutdown(
     if timeout:
         cy.timers.add_timer(Event.standalone(cy, shutdown_timer_handler), timeout)
     # this process's own connections (the counters may be shared with other workers)
-    while cy.free_connection_n < cy.connection_n:
+    held = signals.slots if signals is not None else 0
+    while cy.free_connection_n < cy.connection_n - held:
         if signals is not None and signals.stop != signal.SIGQUIT:
             return
         process_events_and_timers(cy)
