@@ -57,13 +57,20 @@ class Answers:
     """An HttpRequest's connection that keeps what it is given."""
 
     close_after = False
-    lingering_until: int | None = None
+    clock = 42
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
+        self.discarded = 0
 
     def answer(self, request: Request) -> None:
         self.requests.append(request)
+
+    def now(self) -> int:
+        return self.clock
+
+    def body_discarded(self) -> None:
+        self.discarded += 1
 
 
 def llhttp(data: bytes, limits: Limits = DEFAULT) -> list[Request]:
@@ -459,3 +466,17 @@ def test_the_date_follows_the_clock_set_back() -> None:
     data = answer(Response(200, b"x"), close=True)
     seconds = range(before, int(time.time()) + 1)  # a second may end meanwhile
     assert any(formatdate(t, usegmt=True).encode() in data for t in seconds)
+
+
+def test_each_request_notes_when_it_began() -> None:
+    """Also one behind a body on the same parser (reclaiming slow clients measures
+    from there: a request at time 0 would look the slowest of all)."""
+    r = HttpRequest(DEFAULT)
+    answers = Answers()
+    r.hc = answers
+    r.parser.feed_data(b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n")
+    assert r.started == 42
+    answers.clock = 99
+    r.parser.feed_data(b"abcGET / HTTP/1.1\r\n")
+    assert answers.discarded == 1 and len(answers.requests) == 1
+    assert r.begun and r.started == 99

@@ -49,6 +49,30 @@ def read_to_eof(s: socket.socket) -> bytes:
     return data
 
 
+class Reader:
+    """Responses off a raw socket, with what was read beyond one kept for the next."""
+
+    def __init__(self, s: socket.socket) -> None:
+        self.s, self.data = s, b""
+
+    def head(self) -> bytes:
+        while b"\r\n\r\n" not in self.data:
+            chunk = self.s.recv(65536)
+            assert chunk, f"closed after {self.data!r}"
+            self.data += chunk
+        head, _, self.data = self.data.partition(b"\r\n\r\n")
+        return head
+
+    def response(self) -> bytes:
+        head = self.head()
+        match = re.search(rb"Content-Length: (\d+)", head)
+        length = int(match.group(1)) if match else 0
+        while len(self.data) < length:
+            self.data += self.s.recv(65536)
+        self.data = self.data[length:]
+        return head
+
+
 def active(server: Server) -> int:
     match = re.search(r"Active connections: (\d+)", server.status())
     assert match
@@ -133,38 +157,14 @@ def test_a_body_no_handler_reads_is_discarded_and_keepalive_kept(
     else:
         framing = b"Content-Length: %d\r\n\r\n" % len(body)
     s.sendall(b"PUT / HTTP/1.1\r\nHost: a\r\n" + framing + body + HEAD + b"\r\n")
-    first, _ = read_response(s)
-    second, _ = read_response(s)
+    reader = Reader(s)
+    first, second = reader.response(), reader.response()
     assert b"Connection: keep-alive" in first
     assert second.startswith(b"HTTP/1.1 200 OK")
     assert b"Connection: keep-alive" in second
     s.sendall(HEAD + b"\r\n")  # and the connection is still in use
-    assert read_response(s)[0].startswith(b"HTTP/1.1 200 OK")
+    assert reader.response().startswith(b"HTTP/1.1 200 OK")
     s.close()
-
-
-class Reader:
-    """Responses off a raw socket, with what was read beyond one kept for the next."""
-
-    def __init__(self, s: socket.socket) -> None:
-        self.s, self.data = s, b""
-
-    def head(self) -> bytes:
-        while b"\r\n\r\n" not in self.data:
-            chunk = self.s.recv(65536)
-            assert chunk, f"closed after {self.data!r}"
-            self.data += chunk
-        head, _, self.data = self.data.partition(b"\r\n\r\n")
-        return head
-
-    def response(self) -> bytes:
-        head = self.head()
-        match = re.search(rb"Content-Length: (\d+)", head)
-        length = int(match.group(1)) if match else 0
-        while len(self.data) < length:
-            self.data += self.s.recv(65536)
-        self.data = self.data[length:]
-        return head
 
 
 @pytest.mark.timeout(30)
@@ -311,3 +311,93 @@ def test_lingering_directives_are_checked(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "lingering_close" in done.stderr and "sometimes" in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_body_sent_before_its_large_answer_is_read_is_still_discarded(
+    tmp_path: Path,
+) -> None:
+    """The client sends all of its body before it reads the answer: the body must
+    be read while the answer waits for the socket, or both sides wait for ever."""
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "big.bin").write_bytes(b"f" * (8 << 20))
+    server = start(tmp_path, "static", f'root = "{root}"\n')
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        s.settimeout(20)
+        s.connect(("127.0.0.1", server.port))
+        body = b"b" * 900_000
+        head = b"GET /big.bin HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
+        s.sendall(head % len(body) + body + HEAD + b"\r\n")
+        reader = Reader(s)
+        assert reader.response().startswith(b"HTTP/1.1 200 OK")
+        assert reader.response().startswith(b"HTTP/1.1 403")  # / has no index.html
+        s.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_keepalive_after_a_body_that_ends_in_a_later_read(
+    tmp_path: Path, kind: str
+) -> None:
+    """The connection is idle in keep-alive once its discarded body ends (nginx's
+    Waiting), under keepalive_timeout, not the discard's lingering_timeout."""
+    server = start(tmp_path, kind, 'lingering_timeout = "300ms"\n')
+    try:
+        s = server.connect()
+        s.sendall(b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n123")
+        reader = Reader(s)
+        assert b"keep-alive" in reader.response()
+        s.sendall(b"4567890")
+        deadline = time.monotonic() + 10
+        while "Waiting: 1 " not in server.status():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.6)  # past lingering_timeout: the discard's timer is gone
+        s.sendall(HEAD + b"\r\n")
+        assert reader.response().startswith(b"HTTP/1.1 200 OK")
+        s.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(30)
+def test_the_header_after_a_discarded_body_has_client_header_timeout(
+    tmp_path: Path,
+) -> None:
+    conf = 'lingering_timeout = "300ms"\nclient_header_timeout = "10s"\n'
+    server = start(tmp_path, "python", conf)
+    try:
+        s = server.connect()
+        s.sendall(b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n12")
+        reader = Reader(s)
+        reader.response()
+        s.sendall(b"34GET / HTTP/1.1\r\n")  # the body's end, half a header
+        time.sleep(0.6)  # past lingering_timeout, far from client_header_timeout
+        s.sendall(b"Host: a\r\n\r\n")
+        assert reader.response().startswith(b"HTTP/1.1 200 OK")
+        s.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_last_request_read_whole_closes_at_once(tmp_path: Path, kind: str) -> None:
+    """lingering_close on: nothing was left to read (an HTTP/1.0 request, read
+    whole by one short read, C's or Python's), so no lingering: the server closes
+    while the client still holds its end."""
+    server = start(tmp_path, kind)
+    try:
+        s = server.connect()
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert read_to_eof(s).startswith(b"HTTP/1.1 ")
+        assert wait_active(server, 1) < 2  # lingering_timeout is 5 s
+        s.close()
+    finally:
+        server.stop()

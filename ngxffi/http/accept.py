@@ -40,8 +40,9 @@ class CAccept:
     read handler's ``fast`` (:func:`ngxffi.http.fast.fast_conf`), and the Python
     handler that takes the sockets it hands over."""
 
-    def __init__(self, cycle: Cycle, fast: Any) -> None:
+    def __init__(self, cycle: Cycle, fast: Any, short_read_drains: bool) -> None:
         self.cycle = cycle
+        self.short_read_drains = short_read_drains  # HttpServer's, see there
         x = self.ctx = ffi.new("ngxffi_http_accept_t *")
         x.fast = fast
         x.accepted = cycle.stats.field("accepted")
@@ -69,8 +70,11 @@ class CAccept:
             x.fd = -1
             lib.ngxffi_http_accept_drop(x)
             return
-        # the handler reads the stash (or sees the loss) first, then the socket
-        c.read.raw.ready = int(x.stash_len > 0 or x.lost)
+        # the handler takes the stash (or sees the loss) first; the socket is ready
+        # only when C's read filled its buffer (a short one emptied the socket, as
+        # ngx_unix_recv concludes): so a last request does not linger for nothing
+        full = not x.stash_out and x.stash_len >= x.fast.size
+        c.read.raw.ready = int(x.lost or full or not self.short_read_drains)
         lib.ngxffi_http_accept_give(x, c.raw)
         ls.handler(c)
 

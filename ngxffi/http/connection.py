@@ -54,7 +54,13 @@ from ngxffi.http.parse import (
     PlainParser,
 )
 from ngxffi.http.reclaim import Reclaimer
-from ngxffi.http.write import flush, release, send_pending, wait_write
+from ngxffi.http.write import (
+    flush,
+    queue_behind,
+    release,
+    send_pending,
+    wait_write,
+)
 
 PLAIN_AGAIN: int = lib.NGXFFI_PLAIN_AGAIN
 PLAIN_UNUSUAL: int = lib.NGXFFI_PLAIN_UNUSUAL
@@ -79,6 +85,7 @@ class Server(Protocol):
     pending: list[bytes | FileBody]
     current: HttpConnection | None
     uncounted: int
+    shutting_down: bool
 
     def count_answered(self) -> None: ...
 
@@ -181,7 +188,9 @@ class HttpConnection(KeepAlive):
             ctx, out, buf = plain.ctx, plain.out, plain.buf
             c = self.c.raw
             rev = self.c.read.raw
-            while self.out is None and not self.close_after:
+            # an answer waiting for the socket holds reading back (answers stay in
+            # order) but for the body it did not read: nginx reads that on
+            while not self.close_after and (self.out is None or self.discarding()):
                 n = plain_read(ctx, rev, self.r is None)
                 if n > 0:
                     drained = out[DRAINED]
@@ -206,8 +215,13 @@ class HttpConnection(KeepAlive):
                     recognise(ctx, c, plain.bufp, n, start)
                 else:  # llhttp's, from the first request that is not plain
                     self._feed(buf[start:n], start == 0)
-                if server.pending and not send_pending(self):
-                    return
+                if server.pending:
+                    if self.out is not None:  # behind the answer that waits
+                        queue_behind(self)
+                    elif not send_pending(self) and (
+                        self.closed or not self.discarding()
+                    ):
+                        return
                 if drained:
                     break
             if self.close_after and self.out is None:
@@ -296,7 +310,6 @@ class HttpConnection(KeepAlive):
             free = server.free_requests
             r = self.r = free.pop() if free else HttpRequest(server.limits)
             r.hc = self
-            r.started = server.cycle.current_msec
             if self.state == "waiting":
                 self.state = "reading"
         try:
@@ -337,6 +350,26 @@ class HttpConnection(KeepAlive):
                 self.read()
             else:
                 self.settle()
+
+    def now(self) -> int:
+        return self.server.cycle.current_msec
+
+    def discarding(self) -> bool:
+        """An answered request's body is being read and thrown away."""
+        r = self.r
+        return r is not None and r.discarding and r.request is not None
+
+    def body_discarded(self) -> None:
+        """The body was read to its end (ngx_http_discarded_request_body_handler's
+        NGX_OK): its timer and lingering_time end; the connection is between
+        requests again, as after an answer (settle: keep-alive, or the next
+        request's client_header_timeout)."""
+        self.lingering_until = None
+        self.state = "writing"
+        rev = self.c.read
+        if rev.raw.timer_set:
+            self.server.cycle.timers.del_timer(rev)
+        self.keepalive_timer = False
 
     def unread_input(self) -> bool:
         """Whether the client may still be sending (lingering_close on):

@@ -21,6 +21,7 @@ from ngxffi.core.log import INFO, log_error
 from ngxffi.core.times import msec_diff
 from ngxffi.event.event import handle_read_event
 from ngxffi.http.fast import FAST_HANDLER
+from ngxffi.http.linger import finalize
 
 if TYPE_CHECKING:
     from ngxffi.event.connection import Connection
@@ -79,21 +80,27 @@ class KeepAlive:
         if self.out is not None:
             self.state = "writing"
         elif r is not None and r.begun:
-            self.state = "reading"
             # a slow client may be reclaimed
             self.server.reclaimer.watch(cast("HttpConnection", self))
             if r.request is not None:  # answered: its body is being discarded
+                self.state = "writing"  # nginx's request lives on: "Writing"
                 self._discarding()
                 if self.closed:
                     return
-            elif not self.c.read.raw.timer_set:
-                # a header begun with no timer running (one ran out while writing)
-                server = self.server
-                server.cycle.timers.add_timer(
-                    self.c.read, server.conf.client_header_timeout
-                )
-                self.keepalive_timer = False
+            else:
+                self.state = "reading"
+                if not self.c.read.raw.timer_set:
+                    # a header begun with no timer running (one ran out while
+                    # writing, or a discarded body's was deleted at its end)
+                    server = self.server
+                    server.cycle.timers.add_timer(
+                        self.c.read, server.conf.client_header_timeout
+                    )
+                    self.keepalive_timer = False
         elif self.state == "writing":  # answered, all sent, nothing begun
+            if self.server.shutting_down:  # nginx's ngx_exiting: no keep-alive
+                finalize(cast("HttpConnection", self))
+                return
             self._keepalive(r)
         if self.state != "waiting":
             self._busy()

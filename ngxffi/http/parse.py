@@ -122,10 +122,15 @@ class Answerer(Protocol):
     (connection.HttpConnection)."""
 
     close_after: bool  # the last request was answered: read no more
-    lingering_until: int | None  # when discarding a body must end (lingering_time)
 
     def answer(self, request: Request) -> None:
         """Count the request on the connection, answer it."""
+
+    def now(self) -> int:
+        """The cycle's time (msec): when a request begins."""
+
+    def body_discarded(self) -> None:
+        """An answered request's body was read to its end."""
 
 
 class HttpRequest:
@@ -183,6 +188,8 @@ class HttpRequest:
             # after a last request nothing more is read (nginx's lingering close)
             raise StopReading
         self.begun = True
+        if self.hc is not None:
+            self.started = self.hc.now()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -242,5 +249,5 @@ class HttpRequest:
         hc = self.hc
         if self.discarding and hc is not None:  # discarded whole: keep-alive goes on
             self.answer_pending()
-            hc.lingering_until = None
+            hc.body_discarded()
         self._reset()

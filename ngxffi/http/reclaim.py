@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ngxffi.http.connection import HttpConnection
 
 GRACE = 1000  # ms: a connection younger than this is never reclaimed
+QUIET = 50  # ms: after a look that found none to reclaim, none is looked for
 
 
 class Reclaimer:
@@ -43,13 +44,16 @@ class Reclaimer:
     request), but checked when a reclaim looks at them. One entry per pool slot at
     most: it is keyed by the slot's HTTP connection."""
 
-    __slots__ = ("count", "cycle", "min_rate", "watched")
+    __slots__ = ("count", "cycle", "min_rate", "quiet_until", "watched")
 
     def __init__(self, cycle: Cycle, min_rate: int) -> None:
         self.cycle = cycle
         self.min_rate = min_rate  # bytes a second; 0: off
         self.watched: dict[HttpConnection, int] = {}
         self.count = cycle.stats.adder("reclaimed")
+        # while slots stay short, every accept asks: a look costs a pass over the
+        # watched connections, and what it finds changes with time only slowly
+        self.quiet_until = 0
 
     def watch(self, hc: HttpConnection) -> None:
         """``hc`` waits for its client to send (a header, a body, a first byte)."""
@@ -64,6 +68,8 @@ class Reclaimer:
         GRACE; freeing a few at a time keeps older attackers in the pool, to be
         reclaimed for the next client."""
         now = self.cycle.current_msec
+        if now < self.quiet_until:
+            return 0
         slow = []
         for hc, since in list(self.watched.items()):
             progress = _progress(hc, since)
@@ -88,6 +94,8 @@ class Reclaimer:
             closed += 1
         if closed:
             self.count(closed)
+        else:
+            self.quiet_until = now + QUIET
         return closed
 
 

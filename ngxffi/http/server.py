@@ -64,6 +64,9 @@ class HttpServer:
         self.conf = conf = conf or HttpCoreConf()
         self.limits = Limits.of(conf)
         self.access_log = access_log
+        self.short_read_drains = (
+            not cycle.event_flags & USE_GREEDY_EVENT or cycle.module.use_epoll_rdhup
+        )
         fast = (
             fast_conf(fixed, fixed_except, conf, cycle.stats.field("requests"), files)
             if access_log is None
@@ -74,7 +77,11 @@ class HttpServer:
         # C closes a connection only when nothing is left to read, which is not
         # what lingering_close always asks
         always = conf.lingering_close == "always"
-        self.c_accept = CAccept(cycle, self.fast) if fast and not always else None
+        self.c_accept = (
+            CAccept(cycle, self.fast, self.short_read_drains)
+            if fast and not always
+            else None
+        )
         # The C handlers' c_ctx point into those buffers: before they are freed,
         # whether close() or the collector frees them, the read events are cleared
         # (the finalizer holds the buffers, the events' array, never the server).
@@ -83,9 +90,6 @@ class HttpServer:
             self, disarm_fast, cycle.read_events, cycle.connection_n, ctxs, fast
         )
         self._shutting_down = False
-        self.short_read_drains = (
-            not cycle.event_flags & USE_GREEDY_EVENT or cycle.module.use_epoll_rdhup
-        )
         # a connection's requests up to the last (keepalive_requests); 0 while
         # shutting down: every answer closes its connection then
         self.requests_max = conf.keepalive_requests
@@ -182,7 +186,7 @@ class HttpServer:
         self.cycle.stats.add("reading", 1)
         self.cycle.timers.add_timer(c.read, self.conf.client_header_timeout)
         handle_read_event(c.read)
-        if c.read.raw.ready:  # deferred accept: data is already there
-            hc.read()
+        if c.read.raw.ready or c.raw.stash_len or c.raw.error:
+            hc.read()  # deferred accept, or the C accept handler's stash
         else:  # connected, nothing sent yet: reclaimable if it stays so
             self.reclaimer.watch(hc)

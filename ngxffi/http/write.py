@@ -53,6 +53,15 @@ def send_pending(hc: HttpConnection) -> bool:
     return flush(hc)
 
 
+def queue_behind(hc: HttpConnection) -> None:
+    """This read's answers go behind the output that waits for the socket."""
+    server = hc.server
+    assert hc.out is not None
+    server.count_answered()
+    hc.out.extend(coalesce(server.pending))
+    server.pending.clear()
+
+
 def flush(hc: HttpConnection) -> bool:
     """Send the connection's queued output; True when all is sent and reading may
     go on."""
