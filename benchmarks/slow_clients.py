@@ -160,6 +160,7 @@ class Result:
     probes: int
     latencies: list[float]
     available: float  # slowhttptest's samples saying "service available", a share
+    connected: int  # the most attackers connected at once (slowhttptest's count)
 
 
 def attack(tool: str, port: int, mode: list[str], path: str, tmp: Path) -> Result:
@@ -188,23 +189,27 @@ def attack(tool: str, port: int, mode: list[str], path: str, tmp: Path) -> Resul
     ramp = begun + ATTACKERS / RATE
     after = [(t, lat) for t, lat in samples if ramp <= t <= begun + LENGTH]
     latencies = [lat for _, lat in after if lat is not None]
-    return Result(len(latencies), len(after), latencies, available(prefix))
+    share, connected = statistics_of(prefix)
+    return Result(len(latencies), len(after), latencies, share, connected)
 
 
-def available(prefix: Path) -> float:
-    """The share of slowhttptest's per-second samples after the ramp that say the
-    service was available."""
+def statistics_of(prefix: Path) -> tuple[float, int]:
+    """From slowhttptest's per-second statistics: the share of the samples after
+    the ramp that say the service was available, and the most attackers
+    connected at once."""
     path = prefix.with_suffix(".csv")
     if not path.exists():
-        return float("nan")
+        return float("nan"), 0
     with path.open() as f:
         rows = list(csv.reader(f))
-    header, rows = rows[0], rows[1:]
-    column = [h.lower() for h in header].index("service available")
+    header = [h.lower() for h in rows[0]]
+    rows = rows[1:]
+    column, connected = header.index("service available"), header.index("connected")
+    peak = max((int(row[connected]) for row in rows), default=0)
     after = [row for row in rows if float(row[0]) >= ATTACKERS / RATE]
     if not after:
-        return float("nan")
-    return sum(float(row[column]) > 0 for row in after) / len(after)
+        return float("nan"), peak
+    return sum(float(row[column]) > 0 for row in after) / len(after), peak
 
 
 def main() -> None:
@@ -231,7 +236,8 @@ def fmt(r: Result) -> str:
     share = 100 * r.answered / r.probes if r.probes else float("nan")
     median = f"{statistics.median(r.latencies) * 1000:.1f} ms" if r.latencies else "—"
     return (
-        f"{share:.0f}% ({r.answered}/{r.probes}) | {median} | {100 * r.available:.0f}%"
+        f"{share:.0f}% ({r.answered}/{r.probes}) | {median} | "
+        f"{100 * r.available:.0f}% | {r.connected}"
     )
 
 
@@ -242,8 +248,9 @@ def table(rows: list[tuple[str, str, Result]]) -> str:
         f"probe every {PROBE_EVERY} s after the {ATTACKERS // RATE} s ramp",
         "",
         "| attack | server | probes answered within "
-        f"{PROBE_TIMEOUT:.0f} s | median probe | slowhttptest: service available |",
-        "|---|---|---|---|---|",
+        f"{PROBE_TIMEOUT:.0f} s | median probe | slowhttptest: service available "
+        "| attackers connected at most |",
+        "|---|---|---|---|---|---|",
     ]
     for name, kind, result in rows:
         lines.append(f"| {name} | {kind} | {fmt(result)} |")

@@ -17,6 +17,10 @@ the request was read, bytes behind the last request, a body not read to its end,
 socket not known to be empty); ``always`` after every last answer. Differs from
 nginx: every error answer counts as input left unread (nginx lets a 400 whose input
 happened to be read whole close at once); the cost is a wait for the client's FIN.
+And a last answer given while its body is still coming begins the lingering close at
+once (the client sees FIN, and the body is read and thrown away by it), where nginx
+first discards the body with the connection open, then lingers: the same bytes are
+read, but the client knows sooner that nothing more will come.
 """
 
 from __future__ import annotations
