@@ -85,7 +85,6 @@ class Server(Protocol):
     pending: list[bytes | FileBody]
     current: HttpConnection | None
     uncounted: int
-    shutting_down: bool
 
     def count_answered(self) -> None: ...
 

@@ -98,7 +98,9 @@ class KeepAlive:
                     )
                     self.keepalive_timer = False
         elif self.state == "writing":  # answered, all sent, nothing begun
-            if self.server.shutting_down:  # nginx's ngx_exiting: no keep-alive
+            # requests_max is 0 once shutting down (nginx's ngx_exiting): no
+            # keep-alive then (an int, where the property would cost each answer)
+            if not self.server.requests_max:
                 finalize(cast("HttpConnection", self))
                 return
             self._keepalive(r)
