@@ -181,6 +181,9 @@ class HttpServer:
         """The listening socket's handler. Imitates ngx_http_init_connection: read
         event edge-triggered, client_header_timeout armed, reading counted."""
         hc = c.data = self.http_connections[c.index].start()
+        watched = self.reclaimer.watched
+        if watched:  # the slot's last connection may be there, with its time
+            watched.pop(hc, None)
         c.read.handler = hc.read
         c.write.handler = on_write
         self.cycle.stats.add("reading", 1)
