@@ -26,13 +26,13 @@ def workers_of(server: Server, count: int, timeout: float = 10) -> list[psutil.P
         psutil.wait_procs(children, timeout=0.05)  # a short, bounded wait to poll
 
 
-def started(process: psutil.Process) -> bool:
-    """The worker has its epoll instance: its configuration (the root too) is read."""
+def started(process: psutil.Process, holding: str = "anon_inode:[eventpoll]") -> bool:
+    """The worker holds an fd on ``holding``: by default its epoll instance (its
+    configuration is read), or a path such as its root (its service is made,
+    which comes after the epoll instance)."""
     fds = Path(f"/proc/{process.pid}/fd")
     try:
-        return any(
-            str(fd.readlink()) == "anon_inode:[eventpoll]" for fd in fds.iterdir()
-        )
+        return any(str(fd.readlink()) == holding for fd in fds.iterdir())
     except OSError:  # gone, or an fd closed while we looked
         return False
 
@@ -372,7 +372,8 @@ def test_a_worker_that_fails_to_start_is_not_respawned(
     server = launch(config)
     first, second = workers_of(server, 2)
     deadline = time.monotonic() + 10
-    while not (started(first) and started(second)):  # both past opening the root
+    # both past opening the root (a worker opens it after its epoll instance)
+    while not (started(first, str(root)) and started(second, str(root))):
         assert time.monotonic() < deadline
         psutil.wait_procs([first], timeout=0.02)  # a short, bounded wait to poll
     root.rmdir()  # a new worker cannot open its root: it exits with code 2
