@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_process import body, workers_of
+from test_process import body, processes, workers_of
 from test_serve import Server, closed, read_response
 
 from ngxffi.http.message import error_page
@@ -251,9 +251,7 @@ def test_sighup_runs_the_new_code_or_keeps_the_old(cwd: Path) -> None:
         deadline = time.monotonic() + 10
         while body(server) != b"two, reloaded":
             assert time.monotonic() < deadline  # each request is a round trip
-        _, alive = psutil.wait_procs(
-            [psutil.Process(p) for p in old if psutil.pid_exists(p)], timeout=10
-        )
+        _, alive = psutil.wait_procs(processes(old), timeout=10)
         assert not alive  # the old workers, with the old code, are gone
         version.write_text("def app(:\n")
         server.proc.send_signal(signal.SIGHUP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import signal
 import subprocess
@@ -24,6 +25,15 @@ def workers_of(server: Server, count: int, timeout: float = 10) -> list[psutil.P
         if len(children) == count or time.monotonic() > deadline:
             return children
         psutil.wait_procs(children, timeout=0.05)  # a short, bounded wait to poll
+
+
+def processes(pids: set[int]) -> list[psutil.Process]:
+    """The processes of ``pids`` that still exist (one may exit while we look)."""
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found.append(psutil.Process(pid))
+    return found
 
 
 def started(process: psutil.Process, holding: str = "anon_inode:[eventpoll]") -> bool:
@@ -316,9 +326,7 @@ def test_sighup_reloads_or_keeps_the_old_workers(
     assert body(server) == b"two"
     load.finish()
     assert load.ok > 0 and load.failed == []
-    _, alive = psutil.wait_procs(
-        [psutil.Process(p) for p in old if psutil.pid_exists(p)], timeout=10
-    )
+    _, alive = psutil.wait_procs(processes(old), timeout=10)
     assert not alive  # the old workers finished and left
     new = {p.pid for p in workers_of(server, 2)}
     assert len(new) == 2 and not new & old
