@@ -25,6 +25,7 @@ import heapq
 from typing import TYPE_CHECKING
 
 from ngxffi.core.log import INFO, log_error
+from ngxffi.core.times import msec_diff
 from ngxffi.http.write import untaken
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class Reclaimer:
         GRACE; freeing a few at a time keeps older attackers in the pool, to be
         reclaimed for the next client."""
         now = self.cycle.current_msec
-        if now < self.quiet_until:
+        if msec_diff(self.quiet_until, now) > 0:
             return 0
         slow = []
         for hc, since in list(self.watched.items()):
@@ -77,7 +78,7 @@ class Reclaimer:
                 del self.watched[hc]  # moved on, or closed
                 continue
             got, started = progress
-            age = now - started
+            age = msec_diff(now, started)  # the clock may wrap (cycle.clock_offset)
             if age >= GRACE and got * 1000 < self.min_rate * age:
                 slow.append((got / max(age, 1), age, got, hc))
         n = max(min(32, self.cycle.connection_n // 128), 1)
