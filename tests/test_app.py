@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_process import body, processes, workers_of
+from test_process import body, listening, processes, workers_of
 from test_serve import Server, closed, read_response
 
 from ngxffi.http.message import error_page
@@ -274,6 +274,11 @@ def test_sigquit_finishes_the_app_s_requests_and_exits(cwd: Path) -> None:
     busy.sendall(b"GET / HTTP/1.1\r\n")  # half a request
     server.get()  # the half request has reached the server before the signal
     server.proc.send_signal(signal.SIGQUIT)
+    # the signal is acted on at the next turn: the rest sent before it would be
+    # answered with keep-alive, so wait until the server has stopped listening
+    deadline = time.monotonic() + 10
+    while listening(psutil.Process(server.proc.pid)) and time.monotonic() < deadline:
+        pass
     head, data = ask(busy, b"Host: a\r\n\r\n")
     assert data == b"hello\n" and b"Connection: close" in head
     assert closed(busy)
