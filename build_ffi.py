@@ -1,10 +1,10 @@
 """The build of the ``ngxffi._ngx`` extension (cffi, API mode): the cdef, and the C.
 
 The C is under ``src/``, one file per area with its header (``src/ngxffi.h`` includes
-them all): OS helpers, shared counters, the connection pool, the epoll module's hot
-paths, the HTTP fast path. This file only reads it. The cffi extension's own file
-is ``#include "ngxffi.h"``; the ``src/*.c`` files are compiled and linked into the same
-``ngxffi._ngx``.
+them all): the syscall wrappers of fault injection, OS helpers, shared counters, the
+connection pool, the epoll module's hot paths, the HTTP fast path. This file only
+reads it. The cffi extension's own file is ``#include "ngxffi.h"``; the ``src/*.c``
+files are compiled and linked into the same ``ngxffi._ngx``.
 
 The cdef is made of three kinds of declarations:
 
@@ -101,6 +101,13 @@ CONSTANTS: dict[str, str] = {
         NGXFFI_SELECT_FD_MAX NGXFFI_TAG_ADDRESS_BITS NGXFFI_ACCEPT_QUEUE
         NGXFFI_BATCH_INVALID NGXFFI_NONE NGXFFI_DISPATCHED NGXFFI_POSTED
         NGXFFI_STALE_CLOSED NGXFFI_STALE_REUSED NGXFFI_INVALID
+    """,
+    "src/ngx_fault.h": """
+        NGXFFI_SYS_ACCEPT4 NGXFFI_SYS_ACCEPT NGXFFI_SYS_RECV NGXFFI_SYS_READ
+        NGXFFI_SYS_READV NGXFFI_SYS_PREAD NGXFFI_SYS_SEND NGXFFI_SYS_WRITE
+        NGXFFI_SYS_WRITEV NGXFFI_SYS_SENDFILE NGXFFI_SYS_EPOLL_WAIT
+        NGXFFI_SYS_EPOLL_PWAIT NGXFFI_SYS_EPOLL_CTL NGXFFI_SYS_EVENTFD
+        NGXFFI_SYS_OPENAT NGXFFI_SYS_N
     """,
     "src/ngx_http_parse.h": """
         NGXFFI_PLAIN_TEXT NGXFFI_PLAIN_END NGXFFI_PLAIN_KEEP NGXFFI_PLAIN_LAST
@@ -204,6 +211,7 @@ ROOT = Path(__file__).resolve().parent
 
 # The C compiled into ngxffi._ngx beside the file cffi generates.
 SOURCES = [
+    "src/ngx_fault.c",
     "src/ngx_os.c",
     "src/ngx_shm.c",
     "src/ngx_connection.c",
@@ -218,6 +226,7 @@ SOURCES = [
 # one uses the types of those before it: the order in which ngxffi.h includes them).
 CDEF_HEADERS = [
     "src/ngxffi.h",
+    "src/ngx_fault.h",
     "src/ngx_os.h",
     "src/ngx_shm.h",
     "src/ngx_connection.h",
@@ -257,6 +266,12 @@ SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
 SANITIZE_COMPILE = [*SANITIZE, "-fno-omit-frame-pointer", "-g"]
 
 
+# With NGXFFI_NO_FAULTS=1, the syscall wrappers of src/ngx_fault.h are the raw calls
+# (-DNGXFFI_NO_FAULTS): no fault can be injected. Only `make bench` builds it, into a
+# directory of its own, to show what the hooks cost when off.
+NO_FAULTS_VAR = "NGXFFI_NO_FAULTS"
+
+
 def _enabled(var: str) -> bool:
     return os.environ.get(var, "0") not in ("", "0")
 
@@ -269,6 +284,8 @@ def compile_args() -> list[str]:
         args.append("-Werror")
     if _enabled(SANITIZE_VAR):
         args += SANITIZE_COMPILE
+    if _enabled(NO_FAULTS_VAR):
+        args.append("-DNGXFFI_NO_FAULTS")
     return args
 
 

@@ -90,7 +90,7 @@ ngxffi_epoll_ctl(const ngxffi_cycle_t *cy, int ep, int op, ngx_connection_t *c,
     }
     ee.events = events;
     ee.data.u64 = (op == EPOLL_CTL_DEL) ? 0 : ngxffi_tag(cy, c, instance);
-    return epoll_ctl(ep, op, c->fd, &ee);
+    return ngxffi_sys_epoll_ctl(ep, op, c->fd, &ee);
 }
 
 /* The stale test of ngx_epoll_process_events: closed (fd -1) or closed and
@@ -225,7 +225,7 @@ ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace)
         return -1;
     }
     invalid = cy->invalid_events;
-    n = epoll_wait(cy->ep, cy->event_list, cy->nevents, timer);
+    n = ngxffi_sys_epoll_wait(cy->ep, cy->event_list, cy->nevents, timer);
     cy->batch_n = n < 0 ? 0 : n;
     if (n <= 0) return n;
     k = ngxffi_epoll_decide(cy, 0, post, trace);
@@ -249,7 +249,7 @@ ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents,
         errno = EINVAL;
         return -1;
     }
-    n = epoll_wait(ep, list, maxevents, timeout);
+    n = ngxffi_sys_epoll_wait(ep, list, maxevents, timeout);
     for (i = 0; i < n; i++) {
         uint32_t e = list[i].events;
         if (list[i].data.u64 > NGXFFI_SELECT_FD_MAX) {

@@ -35,7 +35,7 @@ ngxffi_http_serve_once(ngxffi_http_accept_t *x, int s)
     size_t len, out;
     ssize_t n, sent;
 
-    n = recv(s, f->buf, f->size, 0);
+    n = ngxffi_sys_recv(s, f->buf, f->size, 0);
     if (n < 0) return ngxffi_http_hand_over(x, s, NULL, 0, 0); /* EAGAIN too */
     ngxffi_http_clock(f);
     len = n ? ngxffi_http_next(f, f->buf, (size_t) n, &a) : 0;
@@ -50,7 +50,7 @@ ngxffi_http_serve_once(ngxffi_http_accept_t *x, int s)
     out = ngxffi_http_put(f, f->out, &a);
     f->answered++;
     ngxffi_atomic_add(f->requests, 1);
-    sent = send(s, f->out, out, MSG_NOSIGNAL);
+    sent = ngxffi_sys_send(s, f->out, out, MSG_NOSIGNAL);
     if (sent >= 0 && (size_t) sent < out) {
         return ngxffi_http_hand_over(x, s, f->out + sent, out - (size_t) sent,
                                      1);
@@ -89,7 +89,8 @@ ngxffi_http_accept(ngxffi_cycle_t *cy, ngx_event_t *rev)
         return 0;
     }
     for (i = 0; i < x->accept_max; i++) {
-        s = accept4(lc->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        s = ngxffi_sys_accept4(lc->fd, NULL, NULL,
+                               SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (s == -1) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) return 0;
             rev->ready = 0;

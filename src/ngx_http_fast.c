@@ -313,7 +313,8 @@ ngxffi_http_leave_output(ngx_event_t *rev, const ngxffi_http_fast_t *f,
         memcpy(stash, f->out + sent, k);
     }
     while (k < left) {
-        r = pread(file->fd, stash + k, left - k, (off_t) (sent + k - out));
+        r = ngxffi_sys_pread(file->fd, stash + k, left - k,
+                             (off_t) (sent + k - out));
         if (r <= 0) {
             c->error = 1;
             break;
@@ -336,11 +337,13 @@ ngxffi_http_send(ngx_event_t *rev, const ngxffi_http_fast_t *f, size_t out,
     ssize_t k;
     off_t off = 0;
 
-    k = send(c->fd, f->out, out, MSG_NOSIGNAL | (file ? MSG_MORE : 0));
+    k = ngxffi_sys_send(c->fd, f->out, out,
+                        MSG_NOSIGNAL | (file ? MSG_MORE : 0));
     sent = k < 0 ? 0 : (size_t) k; /* EAGAIN, or an error Python will see */
     if (file != NULL && sent == out) {
         while ((size_t) off < file->size) {
-            k = sendfile(c->fd, file->fd, &off, file->size - (size_t) off);
+            k = ngxffi_sys_sendfile(c->fd, file->fd, &off,
+                                    file->size - (size_t) off);
             if (k <= 0) break;
         }
         sent += (size_t) off;
@@ -372,7 +375,7 @@ ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
     f = rev->c_ctx;
     c = rev->data;
     if (f == NULL || c == NULL || !f->enabled || c->stash) return 0;
-    n = recv(c->fd, f->buf, f->size, 0);
+    n = ngxffi_sys_recv(c->fd, f->buf, f->size, 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         rev->ready = 0;
         return 1;

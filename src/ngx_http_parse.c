@@ -253,7 +253,7 @@ ngxffi_http_plain_read(const ngxffi_http_plain_t *pl, ngx_event_t *rev,
         return NGXFFI_PLAIN_UNUSUAL;
     }
     do {
-        n = recv(c->fd, pl->buf, pl->size, 0);
+        n = ngxffi_sys_recv(c->fd, pl->buf, pl->size, 0);
     } while (n == -1 && errno == EINTR);
     if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         rev->ready = 0;
@@ -292,7 +292,7 @@ ngxffi_http_plain_send(const ngxffi_http_plain_t *pl, int fd, const char *p,
         ngxffi_atomic_add(pl->requests, answered);
     }
     do {
-        sent = send(fd, p, n, MSG_NOSIGNAL);
+        sent = ngxffi_sys_send(fd, p, n, MSG_NOSIGNAL);
     } while (sent == -1 && errno == EINTR);
     return sent;
 }

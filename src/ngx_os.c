@@ -115,6 +115,7 @@ ngxffi_openat2(int dirfd, const char *path, uint64_t flags, uint64_t resolve)
     struct open_how how;
 
     if (ngxffi_open_refused(path, flags)) return -1;
+    if (ngxffi_fault_fails(NGXFFI_SYS_OPENAT)) return -1;
     memset(&how, 0, sizeof(how));
     how.flags = flags;
     how.resolve = resolve;
@@ -125,5 +126,5 @@ int
 ngxffi_openat(int dirfd, const char *path, int flags)
 {
     if (ngxffi_open_refused(path, (uint64_t) (unsigned) flags)) return -1;
-    return openat(dirfd, path, flags);
+    return ngxffi_sys_openat(dirfd, path, flags);
 }

@@ -164,6 +164,7 @@ struct ngxffi_cycle_s {
 
 /* cffi cdef: end */
 
+#include "ngx_fault.h"
 #include "ngx_os.h"
 #include "ngx_shm.h"
 #include "ngx_connection.h"

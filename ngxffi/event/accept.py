@@ -114,9 +114,9 @@ def event_accept(ev: Event) -> None:
     while True:
         state.length[0] = sockaddr.SOCKADDR_STORAGE_SIZE
         if state.use_accept4:
-            s = lib.accept4(lc.raw.fd, state.sa, state.length, ACCEPT4_FLAGS)
+            s = lib.ngxffi_sys_accept4(lc.raw.fd, state.sa, state.length, ACCEPT4_FLAGS)
         else:
-            s = lib.accept(lc.raw.fd, state.sa, state.length)
+            s = lib.ngxffi_sys_accept(lc.raw.fd, state.sa, state.length)
         if s == -1:
             err = ffi.errno
             if err == lib.EAGAIN:
@@ -217,7 +217,7 @@ def shed_pending(cycle: Cycle, fd: int) -> int:
     cycle.reserve_fd = -1
     shed = 0
     while True:
-        s = lib.accept4(fd, ffi.NULL, ffi.NULL, ACCEPT4_FLAGS)
+        s = lib.ngxffi_sys_accept4(fd, ffi.NULL, ffi.NULL, ACCEPT4_FLAGS)
         if s == -1:
             break
         lib.close(s)

@@ -7,7 +7,6 @@ the socket takes them; what it does not take waits for the write event under
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -119,7 +118,7 @@ def send_segment(fd: int, segment: bytearray | FileBody) -> bool:
     """Send some of a segment; True when it is all sent (a file is closed then).
     Raises BlockingIOError when the socket takes nothing, OSError when it fails."""
     if isinstance(segment, bytearray):
-        sent = os.write(fd, segment)
+        sent = nos.write(fd, segment)
         del segment[:sent]
         return not segment
     sent = nos.sendfile(fd, segment.fd, segment.offset, segment.left)

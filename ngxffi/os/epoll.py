@@ -44,7 +44,7 @@ def epoll_ctl(
     ev = ffi.new("struct epoll_event *")
     ev.events = events
     ev.data.u64 = fdn if data is None else data
-    if lib.epoll_ctl(fileno(epfd), op, fdn, ev) < 0:
+    if lib.ngxffi_sys_epoll_ctl(fileno(epfd), op, fdn, ev) < 0:
         raise error(f"epoll_ctl({_EPOLL_OPS.get(op, op)})")
 
 
@@ -60,7 +60,9 @@ def epoll_wait(
     n = len(events) if maxevents is None else maxevents
     if not 0 < n <= len(events):
         raise ValueError(f"maxevents must be 1..{len(events)}, not {n}")
-    return retry_wait("epoll_wait", lib.epoll_wait, epfd, events, n, timeout_ms)
+    return retry_wait(
+        "epoll_wait", lib.ngxffi_sys_epoll_wait, epfd, events, n, timeout_ms
+    )
 
 
 def sigset(signals: Iterable[int]) -> Any:
@@ -87,4 +89,6 @@ def epoll_pwait(
     if not 0 < n <= len(events):
         raise ValueError(f"maxevents must be 1..{len(events)}, not {n}")
     mask = ffi.NULL if sigmask is None else sigset(sigmask)
-    return retry_wait("epoll_pwait", lib.epoll_pwait, epfd, events, n, timeout_ms, mask)
+    return retry_wait(
+        "epoll_pwait", lib.ngxffi_sys_epoll_pwait, epfd, events, n, timeout_ms, mask
+    )

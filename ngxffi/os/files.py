@@ -15,14 +15,14 @@ def read(fd: FileLike, n: int) -> bytes:
     """Read up to ``n`` bytes; ``b""`` at end of file."""
     fd = fileno(fd)
     buf = ffi.new("char[]", n)
-    return bytes(ffi.unpack(buf, retry("read", lib.read, fd, buf, n)))
+    return bytes(ffi.unpack(buf, retry("read", lib.ngxffi_sys_read, fd, buf, n)))
 
 
 def write(fd: FileLike, data: Buffer) -> int:
     """Write from a bytes-like object without copying it; return the bytes written."""
     fd = fileno(fd)
     buf = ffi.from_buffer(data)
-    return retry("write", lib.write, fd, buf, len(buf))
+    return retry("write", lib.ngxffi_sys_write, fd, buf, len(buf))
 
 
 def pin(buffer: Buffer, writable: bool) -> Any:
@@ -49,14 +49,14 @@ def readv(fd: FileLike, buffers: Sequence[Buffer]) -> int:
     """Scatter-read into writable buffers; return the total byte count."""
     fd = fileno(fd)
     iov, _pins = _iovec(buffers, writable=True)
-    return retry("readv", lib.readv, fd, iov, len(buffers))
+    return retry("readv", lib.ngxffi_sys_readv, fd, iov, len(buffers))
 
 
 def writev(fd: FileLike, buffers: Sequence[Buffer]) -> int:
     """Gather-write from bytes-like objects in one syscall; return the bytes written."""
     fd = fileno(fd)
     iov, _pins = _iovec(buffers, writable=False)
-    return retry("writev", lib.writev, fd, iov, len(buffers))
+    return retry("writev", lib.ngxffi_sys_writev, fd, iov, len(buffers))
 
 
 def sendfile(out_fd: FileLike, in_fd: FileLike, offset: int | None, count: int) -> int:
@@ -64,7 +64,7 @@ def sendfile(out_fd: FileLike, in_fd: FileLike, offset: int | None, count: int) 
     to ``out_fd`` in the kernel; return the bytes sent."""
     out, src = fileno(out_fd), fileno(in_fd)
     off = ffi.NULL if offset is None else ffi.new("off_t *", offset)
-    return retry("sendfile", lib.sendfile, out, src, off, count)
+    return retry("sendfile", lib.ngxffi_sys_sendfile, out, src, off, count)
 
 
 def close(fd: FileLike) -> None:
@@ -93,7 +93,7 @@ def pipe2(flags: int = lib.O_CLOEXEC) -> tuple[int, int]:
 
 def eventfd(initval: int = 0, flags: int = lib.EFD_CLOEXEC) -> int:
     """An eventfd counter (close-on-exec by default, like ``os.eventfd``)."""
-    fd: int = lib.eventfd(initval, flags)
+    fd: int = lib.ngxffi_sys_eventfd(initval, flags)
     if fd < 0:
         raise error("eventfd")
     return fd

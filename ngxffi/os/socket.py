@@ -68,9 +68,9 @@ def _accept(call: str, fd: FileLike, flags: int | None) -> tuple[int, sockaddr.A
     storage, length = sockaddr.new_storage()
     sa = ffi.cast("struct sockaddr *", storage)
     if flags is None:
-        s = retry(call, lib.accept, fd, sa, length)
+        s = retry(call, lib.ngxffi_sys_accept, fd, sa, length)
     else:
-        s = retry(call, lib.accept4, fd, sa, length, flags)
+        s = retry(call, lib.ngxffi_sys_accept4, fd, sa, length, flags)
     return s, sockaddr.decode(sa, length[0])
 
 
@@ -149,7 +149,9 @@ def recv(fd: FileLike, bufsize: int, flags: int = 0) -> bytes:
     """Receive up to ``bufsize`` bytes; ``b""`` means the peer closed."""
     fd = fileno(fd)
     buf = ffi.new("char[]", bufsize)
-    return bytes(ffi.unpack(buf, retry("recv", lib.recv, fd, buf, bufsize, flags)))
+    return bytes(
+        ffi.unpack(buf, retry("recv", lib.ngxffi_sys_recv, fd, buf, bufsize, flags))
+    )
 
 
 def recv_into(fd: FileLike, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> int:
@@ -157,14 +159,14 @@ def recv_into(fd: FileLike, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> 
     fd = fileno(fd)
     buf = pin(buffer, writable=True)
     n = len(buf) if nbytes == 0 else min(nbytes, len(buf))
-    return retry("recv", lib.recv, fd, buf, n, flags)
+    return retry("recv", lib.ngxffi_sys_recv, fd, buf, n, flags)
 
 
 def send(fd: FileLike, data: Buffer, flags: int = 0) -> int:
     """Send from a bytes-like object without copying it; return the bytes sent."""
     fd = fileno(fd)
     buf = ffi.from_buffer(data)
-    return retry("send", lib.send, fd, buf, len(buf), flags)
+    return retry("send", lib.ngxffi_sys_send, fd, buf, len(buf), flags)
 
 
 def shutdown(fd: FileLike, how: int) -> None:

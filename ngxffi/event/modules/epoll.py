@@ -184,7 +184,7 @@ class EpollModule:
         """Wake the loop from any thread; it then calls ``handler(notify_event)``.
         Imitates ngx_epoll_notify."""
         self.notify_handler = handler
-        if lib.write(self.notify_fd, self._one, 8) != 8:
+        if lib.ngxffi_sys_write(self.notify_fd, self._one, 8) != 8:
             raise self._fail(f"write() to eventfd {self.notify_fd}")
 
     def _notify_handler(self, ev: Event) -> None:
@@ -193,7 +193,7 @@ class EpollModule:
         ev.raw.index += 1
         if ev.raw.index == _MAX_UINT32:
             ev.raw.index = 0
-            if lib.read(self.notify_fd, self._count, 8) != 8:
+            if lib.ngxffi_sys_read(self.notify_fd, self._count, 8) != 8:
                 log_error(ALERT, f"read() eventfd {self.notify_fd} failed", ffi.errno)
         self.notify_handler(ev)
 

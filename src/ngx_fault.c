@@ -1,0 +1,218 @@
+/*
+ * Syscall fault injection: the rule table, the PRNG and the armed path of
+ * the wrappers (see ngx_fault.h).
+ */
+
+#include "ngxffi.h"
+
+#include <limits.h> /* IOV_MAX */
+#include <math.h>
+
+/* The most iovec entries a short readv/writev passes on. */
+#define NGXFFI_FAULT_IOV 64
+
+typedef struct {
+    int active;
+    int err;
+    uint64_t short_n;
+    int64_t times; /* as armed: 0 for a probability */
+    int64_t left;  /* of times */
+    double probability;
+    uint64_t threshold; /* a draw below it fails; unused when always */
+    int always;
+    int64_t hits;
+} ngxffi_fault_state_t;
+
+int ngxffi_fault_armed;
+
+static ngxffi_fault_state_t ngxffi_faults[NGXFFI_SYS_N];
+static uint64_t ngxffi_fault_stream; /* splitmix64's state */
+
+/* The calls whose length, count or maxevents a short rule can cap. */
+static const unsigned char ngxffi_fault_has_length[NGXFFI_SYS_N] = {
+    [NGXFFI_SYS_RECV] = 1,       [NGXFFI_SYS_READ] = 1,
+    [NGXFFI_SYS_READV] = 1,      [NGXFFI_SYS_PREAD] = 1,
+    [NGXFFI_SYS_SEND] = 1,       [NGXFFI_SYS_WRITE] = 1,
+    [NGXFFI_SYS_WRITEV] = 1,     [NGXFFI_SYS_SENDFILE] = 1,
+    [NGXFFI_SYS_EPOLL_WAIT] = 1, [NGXFFI_SYS_EPOLL_PWAIT] = 1,
+};
+
+/* splitmix64 (Steele, Lea and Flood): one atomic step of the state per draw,
+   so that threads never draw the same value. */
+static uint64_t
+ngxffi_fault_draw(void)
+{
+    uint64_t z = __atomic_add_fetch(&ngxffi_fault_stream, 0x9E3779B97F4A7C15ULL,
+                                    __ATOMIC_RELAXED);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static void
+ngxffi_fault_rearm(void)
+{
+    int i, any = 0;
+
+    for (i = 0; i < NGXFFI_SYS_N; i++) {
+        any |= __atomic_load_n(&ngxffi_faults[i].active, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&ngxffi_fault_armed, any, __ATOMIC_RELEASE);
+}
+
+int
+ngxffi_fault_hit(int call, size_t *cap)
+{
+    ngxffi_fault_state_t *r;
+    int64_t left;
+
+    if (call < 0 || call >= NGXFFI_SYS_N) return 0;
+    r = &ngxffi_faults[call];
+    if (!__atomic_load_n(&r->active, __ATOMIC_ACQUIRE)) return 0;
+    if (r->times > 0) {
+        left = __atomic_sub_fetch(&r->left, 1, __ATOMIC_RELAXED);
+        if (left < 0) return 0; /* another thread took the last one */
+        if (left == 0) {
+            __atomic_store_n(&r->active, 0, __ATOMIC_RELAXED);
+            ngxffi_fault_rearm();
+        }
+    } else if (!r->always && ngxffi_fault_draw() >= r->threshold) {
+        return 0;
+    }
+    __atomic_add_fetch(&r->hits, 1, __ATOMIC_RELAXED);
+    if (r->err) {
+        errno = r->err;
+        return 1;
+    }
+    if (cap != NULL && *cap > r->short_n) *cap = (size_t) r->short_n;
+    return 0;
+}
+
+static int
+ngxffi_fault_valid(int call, const ngxffi_fault_rule_t *rule)
+{
+    double p = rule->probability;
+
+    if (rule->hits < 0 || !rule->active) return rule->hits >= 0;
+    if (rule->err < 0 || rule->short_n < 0 || rule->times < 0) return 0;
+    if ((rule->err == 0) == (rule->short_n == 0)) return 0;
+    if (rule->short_n && !ngxffi_fault_has_length[call]) return 0;
+    if (isnan(p) || p < 0.0 || p > 1.0) return 0;
+    return rule->times == 0 || p == 0.0;
+}
+
+int
+ngxffi_fault_set(int call, const ngxffi_fault_rule_t *rule)
+{
+    ngxffi_fault_state_t *r;
+    int i;
+
+    if (rule == NULL || call < -1 || call >= NGXFFI_SYS_N
+        || (call == -1 && rule->active)
+        || !ngxffi_fault_valid(call < 0 ? 0 : call, rule))
+    {
+        errno = EINVAL;
+        return -1;
+    }
+    if (call == -1) {
+        for (i = 0; i < NGXFFI_SYS_N; i++) {
+            __atomic_store_n(&ngxffi_faults[i].active, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&ngxffi_faults[i].hits, rule->hits,
+                             __ATOMIC_RELAXED);
+        }
+        ngxffi_fault_rearm();
+        return 0;
+    }
+    r = &ngxffi_faults[call];
+    __atomic_store_n(&r->active, 0, __ATOMIC_RELAXED);
+    r->err = rule->err;
+    r->short_n = (uint64_t) rule->short_n;
+    r->times = rule->times;
+    __atomic_store_n(&r->left, rule->times, __ATOMIC_RELAXED);
+    r->probability = rule->probability;
+    r->always = rule->probability >= 1.0;
+    /* below 1, p * 2**64 is below 2**64: the conversion is defined */
+    r->threshold =
+        r->always ? UINT64_MAX
+                  : (uint64_t) (rule->probability * 18446744073709551616.0);
+    __atomic_store_n(&r->hits, rule->hits, __ATOMIC_RELAXED);
+    if (rule->active) __atomic_store_n(&r->active, 1, __ATOMIC_RELEASE);
+    ngxffi_fault_rearm();
+    return 0;
+}
+
+int
+ngxffi_fault_get(int call, ngxffi_fault_rule_t *rule)
+{
+    const ngxffi_fault_state_t *r;
+    int64_t left;
+
+    if (rule == NULL || call < 0 || call >= NGXFFI_SYS_N) {
+        errno = EINVAL;
+        return -1;
+    }
+    r = &ngxffi_faults[call];
+    rule->active = __atomic_load_n(&r->active, __ATOMIC_ACQUIRE);
+    rule->err = r->err;
+    rule->short_n = (int64_t) r->short_n;
+    left = __atomic_load_n(&r->left, __ATOMIC_RELAXED);
+    rule->times = r->times > 0 ? (left > 0 ? left : 0) : 0;
+    rule->probability = r->probability;
+    rule->hits = __atomic_load_n(&r->hits, __ATOMIC_RELAXED);
+    return 0;
+}
+
+void
+ngxffi_fault_seed(uint64_t seed)
+{
+    __atomic_store_n(&ngxffi_fault_stream, seed, __ATOMIC_RELAXED);
+}
+
+int
+ngxffi_fault_compiled(void)
+{
+#ifdef NGXFFI_NO_FAULTS
+    return 0;
+#else
+    return 1;
+#endif
+}
+
+/* The first entries of iov, the last one cut, holding at most cap bytes. */
+static int
+ngxffi_fault_iov(const struct iovec *iov, int iovcnt, size_t cap,
+                 struct iovec *out)
+{
+    int i, n = 0;
+
+    for (i = 0; i < iovcnt && n < NGXFFI_FAULT_IOV && cap > 0; i++) {
+        out[n] = iov[i];
+        if (out[n].iov_len > cap) out[n].iov_len = cap;
+        cap -= out[n].iov_len;
+        n++;
+    }
+    return n;
+}
+
+ssize_t
+ngxffi_fault_writev(int fd, const struct iovec *iov, int iovcnt, size_t cap)
+{
+    struct iovec v[NGXFFI_FAULT_IOV];
+
+    /* what the kernel refuses, it refuses as it would have */
+    if (iov == NULL || iovcnt <= 0 || iovcnt > IOV_MAX) {
+        return writev(fd, iov, iovcnt);
+    }
+    return writev(fd, v, ngxffi_fault_iov(iov, iovcnt, cap, v));
+}
+
+ssize_t
+ngxffi_fault_readv(int fd, const struct iovec *iov, int iovcnt, size_t cap)
+{
+    struct iovec v[NGXFFI_FAULT_IOV];
+
+    if (iov == NULL || iovcnt <= 0 || iovcnt > IOV_MAX) {
+        return readv(fd, iov, iovcnt);
+    }
+    return readv(fd, v, ngxffi_fault_iov(iov, iovcnt, cap, v));
+}
