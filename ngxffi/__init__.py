@@ -8,6 +8,8 @@ The layers, bottom up (each imports only the ones below it):
   compiler saw;
 * ``ngxffi.os``, ``ngxffi.sockaddr``, ``ngxffi.probe``: errno-checked, EINTR-safe
   wrappers (≈ nginx's ``src/os/unix``), addresses, what this kernel supports;
+  ``ngxffi.faults`` (``ngxffi.os.faults``): syscall fault injection in the same C
+  paths, armed in code or by ``NGXFFI_INJECT`` at import;
   ``ngxffi.epoll`` and ``ngxffi.selector``: a plain epoll object and asyncio on it;
 * ``ngxffi.core``: the clock, logging, the configuration reader;
 * ``ngxffi.event``: nginx's event core — the cycle and its connection pool,
@@ -42,6 +44,7 @@ from ngxffi.event.event import (
 from ngxffi.event.listening import Listening, open_listening_sockets
 from ngxffi.event.posted import delete_posted_event, post_event
 from ngxffi.event.trace import TraceRecord
+from ngxffi.os import faults
 
 __all__ = [
     "CLEAR_EVENT",
@@ -62,6 +65,7 @@ __all__ = [
     "__version__",
     "add_listening",
     "delete_posted_event",
+    "faults",
     "ffi",
     "handle_read_event",
     "handle_write_event",

@@ -56,8 +56,10 @@ ngxffi_http_serve_once(ngxffi_http_accept_t *x, int s)
                                      1);
     }
     /* all sent, or the peer is gone (EPIPE, ECONNRESET): nothing is left to
-       do; EAGAIN on a new socket's first send leaves it all to Python */
-    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+       do; EAGAIN on a new socket's first send, or EINTR (nothing was sent),
+       leaves it all to Python */
+    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    {
         return ngxffi_http_hand_over(x, s, f->out, out, 1);
     }
     ngxffi_atomic_add(x->accepted, 1);

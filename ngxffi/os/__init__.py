@@ -17,10 +17,15 @@ the event core calls ``lib`` directly on its hot paths and uses these for the re
 
 One module per area, as nginx's ``src/os/unix`` has files; every name is re-exported
 here, so ``from ngxffi import os as nos`` then ``nos.epoll_wait(...)`` is the way in.
+
+Every wrapper here calls the raw syscall through its ``ngxffi_sys_*`` inline function
+(``src/ngx_fault.h``), as the event core's C does, so that :mod:`ngxffi.os.faults`
+(also ``ngxffi.faults``) can make it fail or come up short.
 """
 
 from __future__ import annotations
 
+from ngxffi.os import faults
 from ngxffi.os.beneath import (
     RESOLVE_BENEATH,
     RESOLVE_IN_ROOT,
@@ -120,6 +125,7 @@ __all__ = [
     "epoll_wait",
     "error",
     "eventfd",
+    "faults",
     "fileno",
     "get_cloexec",
     "get_status_flags",
