@@ -25,6 +25,7 @@ import http
 import asyncio_loops
 import chart
 import dispatch
+import faults
 import idle_memory
 import syscalls
 from servers import ONLY, selected, which
@@ -49,6 +50,11 @@ SECTIONS: list[tuple[str, str, Callable[[], str]]] = [  # key, title, run
         asyncio_loops.main,
     ),
     ("syscalls", "Binding: per-call cost (benchmarks/syscalls.py)", syscalls.main),
+    (
+        "faults",
+        "Fault injection: the hooks' cost when off (benchmarks/faults.py)",
+        faults.main,
+    ),
 ]
 HTTP_KEYS = {scenario.key for scenario in http.SCENARIOS}
 

@@ -8,7 +8,10 @@ Every server answers every request to ``/`` with a small ``200`` whose body is
 * ``ngxffi-app``: ``ngxffi serve`` running a user's Python handler,
   ``app = "hello_app:app"`` (hello_app.py, found through PYTHONPATH);
 * ``asyncio``, ``uvloop``, ``ngxffi-asyncio``, ``selectors``: the Python servers of
-  python_servers.py.
+  python_servers.py;
+* ``ngxffi-nofaults``, ``ngxffi-armed``: ``ngxffi serve`` as ``ngxffi``, built without
+  the fault-injection hooks (the package faults.py builds, through PYTHONPATH), or
+  with a rule armed on a call the server does not make (faults.py).
 
 With a :class:`Content` of ``file_kib`` KiB, nginx and ngxffi serve a file of that
 size instead, generated into the server's own temporary root: nginx with ``root``,
@@ -59,7 +62,12 @@ LABELS = {
     "uvloop": "uvloop Protocol",
     "selectors": "selectors loop",
     "ngxffi-asyncio": "asyncio Protocol on NgxSelector",
+    "ngxffi-nofaults": "ngxffi serve, built with NGXFFI_NO_FAULTS",
+    "ngxffi-armed": "ngxffi serve, a rule armed elsewhere",
 }
+NGXFFI_KINDS = ("ngxffi", "ngxffi-app", "ngxffi-nofaults", "ngxffi-armed")
+# A kind's environment beyond ours (faults.py sets the two fault kinds')
+EXTRA_ENV: dict[str, dict[str, str]] = {}
 
 
 NGINX_CONF = """daemon off;
@@ -161,7 +169,7 @@ def commands(
         conf.write_text(NGINX_CONF.format(master=master, location=location, **fields))
         nginx = which("nginx") or "nginx"
         return [[nginx, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf)]]
-    if kind in ("ngxffi", "ngxffi-app"):
+    if kind in NGXFFI_KINDS:
         toml = tmp / "ngxffi.toml"
         master = str(workers > 1).lower()
         toml.write_text(
@@ -189,7 +197,10 @@ def ngxffi_content(kind: str, content: Content, root: Path) -> str:
 def environment(kind: str, tmp: Path) -> dict[str, str] | None:
     """The Python app's server finds hello_app through PYTHONPATH: a directory of its
     own holding a link to it, since this one's http.py would shadow the standard
-    library's ``http`` in the server. The other servers inherit ours (None)."""
+    library's ``http`` in the server. The kinds of EXTRA_ENV add theirs to ours; the
+    other servers inherit ours (None)."""
+    if kind in EXTRA_ENV:
+        return {**os.environ, **EXTRA_ENV[kind]}
     if kind != "ngxffi-app":
         return None
     path = tmp / "app"
