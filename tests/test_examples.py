@@ -26,6 +26,7 @@ def test_every_example_is_covered() -> None:
         "edge_vs_level.py",
         "dup_trap.py",
         "echo_server.py",
+        "fault_injection.py",
         "stale_events.py",
         "thundering_herd.py",
     }
@@ -99,3 +100,12 @@ def test_thundering_herd() -> None:
     assert float(rows["exclusive"][0]) <= 1.25  # "one or more", says epoll(7)
     reuseport = [int(n) for n in rows["reuseport"][1].strip("[]").split(",")]
     assert max(reuseport) < 40  # the kernel spreads them
+
+
+def test_fault_injection() -> None:
+    lines = run("fault_injection.py").splitlines()
+    assert lines[0].startswith("accept4:ECONNABORTED:0.5: 10 clients, 10 answered, ")
+    assert not lines[0].endswith(" 0 accepts failed and skipped")
+    assert lines[1].startswith("send:short=1, write:short=1: a 4,096-byte answer in ")
+    assert lines[1].endswith("byte-exact: True")
+    assert lines[2] == "in C: 2 answers"
