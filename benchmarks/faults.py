@@ -30,7 +30,6 @@ import atexit
 import http
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -174,19 +173,6 @@ def callgrind_lines(nofaults: Path) -> list[str]:
     ]
 
 
-def ratios(runs: dict[str, list[http.Run]], kind: str) -> tuple[float, float, float]:
-    """Median over the rounds of ``kind``'s req/s, user CPU and CPU per request, each
-    divided by the NGXFFI_NO_FAULTS build's of the same round."""
-    pairs = list(zip(runs[kind], runs["ngxffi-nofaults"], strict=True))
-    return (
-        statistics.median(r.rate / n.rate for r, n in pairs),
-        statistics.median(r.user_us / n.user_us for r, n in pairs),
-        statistics.median(
-            (r.user_us + r.kernel_us) / (n.user_us + n.kernel_us) for r, n in pairs
-        ),
-    )
-
-
 def main() -> str:
     nofaults = build_without_faults()
     servers.EXTRA_ENV["ngxffi-nofaults"] = {"PYTHONPATH": str(nofaults)}
@@ -199,7 +185,7 @@ def main() -> str:
     ]
     for kind in KINDS:
         m = http.median_run(runs[kind])
-        rate, user, cpu = ratios(runs, kind)
+        rate, user, cpu = http.paired(runs, kind, base="ngxffi-nofaults")
         lines.append(
             f"| {LABELS[kind]} | {m.rate:,.0f} | {m.user_us:.2f} | "
             f"{m.user_us + m.kernel_us:.2f} | {rate:.3f} | {user:.3f} | {cpu:.3f} |"

@@ -220,10 +220,12 @@ def interleaved(scenario: Scenario, count: int = ROUNDS) -> dict[str, Run]:
     return {kind: median_run(r) for kind, r in rounds(scenario, count).items()}
 
 
-def paired(runs: dict[str, list[Run]], kind: str) -> tuple[float, float, float]:
+def paired(
+    runs: dict[str, list[Run]], kind: str, base: str = "nginx"
+) -> tuple[float, float, float]:
     """Median over the rounds of ``kind``'s req/s, user CPU and CPU per request,
-    each divided by nginx's in the same round."""
-    pairs = list(zip(runs[kind], runs["nginx"], strict=True))
+    each divided by ``base``'s (nginx's) in the same round."""
+    pairs = list(zip(runs[kind], runs[base], strict=True))
     return (
         statistics.median(r.rate / n.rate for r, n in pairs),
         statistics.median(r.user_us / n.user_us for r, n in pairs),

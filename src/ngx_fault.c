@@ -180,8 +180,8 @@ ngxffi_fault_compiled(void)
 
 /* The first entries of iov, the last one cut, holding at most cap bytes. */
 static int
-ngxffi_fault_iov(const struct iovec *iov, int iovcnt, size_t cap,
-                 struct iovec *out)
+ngxffi_fault_short_iov(const struct iovec *iov, int iovcnt, size_t cap,
+                       struct iovec *out)
 {
     int i, n = 0;
 
@@ -195,24 +195,17 @@ ngxffi_fault_iov(const struct iovec *iov, int iovcnt, size_t cap,
 }
 
 ssize_t
-ngxffi_fault_writev(int fd, const struct iovec *iov, int iovcnt, size_t cap)
+ngxffi_fault_iov(int call, int fd, const struct iovec *iov, int iovcnt)
 {
     struct iovec v[NGXFFI_FAULT_IOV];
+    size_t cap = SIZE_MAX;
+    int out = call == NGXFFI_SYS_WRITEV;
 
-    /* what the kernel refuses, it refuses as it would have */
-    if (iov == NULL || iovcnt <= 0 || iovcnt > IOV_MAX) {
-        return writev(fd, iov, iovcnt);
+    if (ngxffi_fault_hit(call, &cap)) return -1;
+    /* not short, or what the kernel refuses, which it refuses as it would */
+    if (cap != SIZE_MAX && iov != NULL && iovcnt > 0 && iovcnt <= IOV_MAX) {
+        iovcnt = ngxffi_fault_short_iov(iov, iovcnt, cap, v);
+        iov = v;
     }
-    return writev(fd, v, ngxffi_fault_iov(iov, iovcnt, cap, v));
-}
-
-ssize_t
-ngxffi_fault_readv(int fd, const struct iovec *iov, int iovcnt, size_t cap)
-{
-    struct iovec v[NGXFFI_FAULT_IOV];
-
-    if (iov == NULL || iovcnt <= 0 || iovcnt > IOV_MAX) {
-        return readv(fd, iov, iovcnt);
-    }
-    return readv(fd, v, ngxffi_fault_iov(iov, iovcnt, cap, v));
+    return out ? writev(fd, iov, iovcnt) : readv(fd, iov, iovcnt);
 }

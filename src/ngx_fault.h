@@ -50,12 +50,9 @@ extern int ngxffi_fault_armed;
    one (cap may be NULL for a call without a length). */
 int ngxffi_fault_hit(int call, size_t *cap);
 
-/* readv/writev made short: at most cap bytes of iov, through a copy of its
-   first entries. */
-ssize_t ngxffi_fault_writev(int fd, const struct iovec *iov, int iovcnt,
-                            size_t cap);
-ssize_t ngxffi_fault_readv(int fd, const struct iovec *iov, int iovcnt,
-                           size_t cap);
+/* readv or writev (call) while armed: failed, made short (at most the short
+count's bytes of iov, through a copy of its first entries), or as it is. */
+ssize_t ngxffi_fault_iov(int call, int fd, const struct iovec *iov, int iovcnt);
 
 /* cffi cdef: begin */
 
@@ -134,6 +131,14 @@ ngxffi_fault_fails(int call)
     return NGXFFI_FAULT_ON() && ngxffi_fault_hit(call, NULL);
 }
 
+/* Whether a call with a length is to fail (errno set); *len capped when it is
+   to be short. */
+static inline int
+ngxffi_fault_len(int call, size_t *len)
+{
+    return NGXFFI_FAULT_ON() && ngxffi_fault_hit(call, len);
+}
+
 static inline int
 ngxffi_sys_accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen,
                    int flags)
@@ -152,27 +157,22 @@ ngxffi_sys_accept(int sockfd, struct sockaddr *addr, socklen_t *addrlen)
 static inline ssize_t
 ngxffi_sys_recv(int sockfd, void *buf, size_t len, int flags)
 {
-    if (NGXFFI_FAULT_ON() && ngxffi_fault_hit(NGXFFI_SYS_RECV, &len)) return -1;
+    if (ngxffi_fault_len(NGXFFI_SYS_RECV, &len)) return -1;
     return recv(sockfd, buf, len, flags);
 }
 
 static inline ssize_t
 ngxffi_sys_read(int fd, void *buf, size_t count)
 {
-    if (NGXFFI_FAULT_ON() && ngxffi_fault_hit(NGXFFI_SYS_READ, &count)) {
-        return -1;
-    }
+    if (ngxffi_fault_len(NGXFFI_SYS_READ, &count)) return -1;
     return read(fd, buf, count);
 }
 
 static inline ssize_t
 ngxffi_sys_readv(int fd, const struct iovec *iov, int iovcnt)
 {
-    size_t cap = SIZE_MAX;
-
     if (NGXFFI_FAULT_ON()) {
-        if (ngxffi_fault_hit(NGXFFI_SYS_READV, &cap)) return -1;
-        if (cap != SIZE_MAX) return ngxffi_fault_readv(fd, iov, iovcnt, cap);
+        return ngxffi_fault_iov(NGXFFI_SYS_READV, fd, iov, iovcnt);
     }
     return readv(fd, iov, iovcnt);
 }
@@ -180,36 +180,29 @@ ngxffi_sys_readv(int fd, const struct iovec *iov, int iovcnt)
 static inline ssize_t
 ngxffi_sys_pread(int fd, void *buf, size_t count, off_t offset)
 {
-    if (NGXFFI_FAULT_ON() && ngxffi_fault_hit(NGXFFI_SYS_PREAD, &count)) {
-        return -1;
-    }
+    if (ngxffi_fault_len(NGXFFI_SYS_PREAD, &count)) return -1;
     return pread(fd, buf, count, offset);
 }
 
 static inline ssize_t
 ngxffi_sys_send(int sockfd, const void *buf, size_t len, int flags)
 {
-    if (NGXFFI_FAULT_ON() && ngxffi_fault_hit(NGXFFI_SYS_SEND, &len)) return -1;
+    if (ngxffi_fault_len(NGXFFI_SYS_SEND, &len)) return -1;
     return send(sockfd, buf, len, flags);
 }
 
 static inline ssize_t
 ngxffi_sys_write(int fd, const void *buf, size_t count)
 {
-    if (NGXFFI_FAULT_ON() && ngxffi_fault_hit(NGXFFI_SYS_WRITE, &count)) {
-        return -1;
-    }
+    if (ngxffi_fault_len(NGXFFI_SYS_WRITE, &count)) return -1;
     return write(fd, buf, count);
 }
 
 static inline ssize_t
 ngxffi_sys_writev(int fd, const struct iovec *iov, int iovcnt)
 {
-    size_t cap = SIZE_MAX;
-
     if (NGXFFI_FAULT_ON()) {
-        if (ngxffi_fault_hit(NGXFFI_SYS_WRITEV, &cap)) return -1;
-        if (cap != SIZE_MAX) return ngxffi_fault_writev(fd, iov, iovcnt, cap);
+        return ngxffi_fault_iov(NGXFFI_SYS_WRITEV, fd, iov, iovcnt);
     }
     return writev(fd, iov, iovcnt);
 }
@@ -217,9 +210,7 @@ ngxffi_sys_writev(int fd, const struct iovec *iov, int iovcnt)
 static inline ssize_t
 ngxffi_sys_sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
 {
-    if (NGXFFI_FAULT_ON() && ngxffi_fault_hit(NGXFFI_SYS_SENDFILE, &count)) {
-        return -1;
-    }
+    if (ngxffi_fault_len(NGXFFI_SYS_SENDFILE, &count)) return -1;
     return sendfile(out_fd, in_fd, offset, count);
 }
 

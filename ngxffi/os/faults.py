@@ -70,20 +70,13 @@ CALLS: tuple[str, ...] = (
 
 #: The calls a ``short`` rule applies to: those with a length (``maxevents`` for the
 #: two waits; at most 64 buffers of a short readv/writev are passed on).
-SHORTABLE: frozenset[str] = frozenset(
-    (
-        "recv",
-        "read",
-        "readv",
-        "pread",
-        "send",
-        "write",
-        "writev",
-        "sendfile",
-        "epoll_wait",
-        "epoll_pwait",
-    )
-)
+SHORTABLE: frozenset[str] = frozenset(CALLS) - {
+    "accept4",
+    "accept",
+    "epoll_ctl",
+    "eventfd",
+    "openat",
+}
 
 #: The errnos the event core has an answer for that Linux will not produce on
 #: demand, and what nginx does on each (any other name of :mod:`errno` is accepted).
