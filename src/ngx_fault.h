@@ -59,8 +59,8 @@ ssize_t ngxffi_fault_iov(int call, int fd, const struct iovec *iov, int iovcnt);
 /* One call's rule, as ngxffi_fault_get reads it and ngxffi_fault_set takes
    it: fail with err (an errno above 0), or, with err 0, cap the length to
    short_n bytes (events for epoll_wait); the next `times` calls, or with
-   times 0 each call with `probability` (0 to 1). hits: the calls it failed
-   or shortened. */
+   times 0 each call with `probability` (0 to 1). hits: the calls it applied
+   to (failed, or capped: also those asking for no more than the cap). */
 typedef struct {
     int active;
     int err;

@@ -338,6 +338,19 @@ def test_the_environment_arms_a_process_and_its_forked_children() -> None:
     other = run_python(code, **env, NGXFFI_INJECT_SEED="8")
     assert again.stdout.split()[-1] == draws != other.stdout.split()[-1]
     assert run_python("import ngxffi; print(ngxffi.faults.armed())").stdout == "[]\n"
+    made = faults.environment(["send:EPIPE:3", faults.Rule("write", short=2)], seed=9)
+    assert made == {
+        "NGXFFI_INJECT": "send:EPIPE:3,write:short=2:1",
+        "NGXFFI_INJECT_SEED": "9",
+    }
+    done = run_python(
+        "import ngxffi; print([r.spec for r in ngxffi.faults.armed()])", **made
+    )
+    assert done.stdout == "['send:EPIPE:3', 'write:short=2:1']\n"
+    with pytest.raises(ValueError, match="more than one rule"):
+        faults.environment(["send:EPIPE", "send:short"])
+    with pytest.raises(ValueError, match="a seed"):
+        faults.environment(["send:EPIPE"], seed=-1)
 
 
 @pytest.mark.parametrize(

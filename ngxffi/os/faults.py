@@ -16,7 +16,9 @@ says, for one call:
   splitmix64 stream per process (:func:`seed`): the same seed and the same order of
   calls give the same faults.
 
-Each call counts its hits (the calls its rule failed or shortened). Off, a wrapper
+Each call counts its hits: the calls its rule applied to (failed, or capped: a call
+asking for no more than the cap is counted too, as it used up one of "the next N").
+Off, a wrapper
 costs one load and a predicted branch (``make bench`` measures it against a build
 without the hooks, ``NGXFFI_NO_FAULTS=1``). The state is the process's, in C: a
 forked child inherits the rules armed at the fork.
@@ -275,7 +277,7 @@ def disarm(call: str | None = None) -> None:
 
 
 def hits(call: str) -> int:
-    """How many calls of ``call`` its rules failed or shortened since it was armed."""
+    """How many calls of ``call`` its rule applied to since it was armed."""
     return int(_get(call).hits)  # type: ignore[attr-defined]
 
 
@@ -354,6 +356,18 @@ def inject(
 _seed = seed
 
 
+def environment(rules: list[Rule | str], seed: int = 0) -> dict[str, str]:
+    """The variables that arm ``rules`` (Rules or specs) in a child that imports
+    ngxffi, seeded with ``seed``: what ``ngxffi exhaust --inject`` adds to its
+    server's environment. ValueError for a bad spec or seed, or a call given twice."""
+    parsed = [parse(r) if isinstance(r, str) else r for r in rules]
+    specs = ",".join(rule.spec for rule in parsed)
+    parse_all(specs)  # one rule per call
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
+        raise ValueError(f"a seed is an integer in [0, 2**64), not {seed!r}")
+    return {ENV_SPECS: specs, ENV_SEED: str(seed)}
+
+
 def from_environment(environ: Mapping[str, str] = _os.environ) -> list[Rule]:
     """Arm the rules of ``NGXFFI_INJECT`` (seeded by ``NGXFFI_INJECT_SEED``, default
     0); the rules armed. ValueError naming the variable for a bad value. Run when
@@ -386,6 +400,7 @@ __all__ = [
     "arm",
     "armed",
     "disarm",
+    "environment",
     "errno_of",
     "from_environment",
     "hits",
