@@ -30,10 +30,10 @@
  * ngxffi_http_accept_drop then closes it. No descriptor outlives a run.
  */
 
+#include "ngxffi.h" /* first: it sets _GNU_SOURCE (accept4, in ngx_fault.h) */
+
 #include <arpa/inet.h>
 #include <dirent.h>
-
-#include "ngxffi.h"
 
 #define INPUT_MAX 16384
 #define OUT_SIZE  65536

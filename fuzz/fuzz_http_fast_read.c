@@ -30,9 +30,9 @@
  * the input) and no error is flagged (no allocation fails, no file shrinks).
  */
 
-#include <sys/ioctl.h>
+#include "ngxffi.h" /* first: it sets _GNU_SOURCE (accept4, in ngx_fault.h) */
 
-#include "ngxffi.h"
+#include <sys/ioctl.h>
 
 #define INPUT_MAX 16384
 #define OUT_SIZE  65536
