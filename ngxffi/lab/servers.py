@@ -1,4 +1,5 @@
-"""The servers of the fd-exhaustion lab (``ngxffi exhaust``), run as a child process.
+"""The lab's built-in servers (the ``ngxffi`` and ``asyncio`` presets of
+``ngxffi exhaust``), run as a child process.
 
 Both answer every request (a request ends with an empty line) with the same small
 response and keep the connection open until the client closes it, so that held
@@ -9,9 +10,9 @@ clients hold their descriptors:
   EMFILE policy given;
 * ``asyncio``: an ``asyncio.Protocol`` server on the default loop, for comparison.
 
-``python -m ngxffi.cli.exhaust_server ngxffi|asyncio POLICY resume|no-resume`` prints
-the port, then serves until killed. The parent sets RLIMIT_NOFILE before exec, as
-``ulimit -n`` does.
+``python -m ngxffi.lab.servers ngxffi|asyncio PORT [POLICY resume|no-resume]`` listens
+on 127.0.0.1:PORT and serves until killed; the lab sets RLIMIT_NOFILE before exec, as
+``ulimit -n`` does, and knows the server is ready when the port accepts.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from ngxffi import (
     process_events_and_timers,
 )
 from ngxffi import os as nos
-from ngxffi.cli.exhaust import END, RESPONSE
 from ngxffi.event.accept import add_listening
 from ngxffi.event.listening import Listening, open_listening_sockets
+
+END = b"\r\n\r\n"
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
 
 
 def _on_read(ev: Event) -> None:
@@ -65,13 +68,12 @@ def _on_connection(c: Connection) -> None:
     handle_read_event(c.read)
 
 
-def serve_ngxffi(policy: str, resume: bool) -> None:
-    ls = Listening(("127.0.0.1", 0), _on_connection, emfile_policy=policy)
+def serve_ngxffi(port: int, policy: str, resume: bool) -> None:
+    ls = Listening(("127.0.0.1", port), _on_connection, emfile_policy=policy)
     open_listening_sockets([ls])
     with Cycle(512) as cycle:
         cycle.resume_accept = resume
         add_listening(cycle, [ls])
-        print(nos.getsockname(ls.fd)[1], flush=True)
         while True:
             process_events_and_timers(cycle)
 
@@ -89,19 +91,19 @@ class _Responder(asyncio.Protocol):
             self.transport.write(RESPONSE)
 
 
-async def _serve_asyncio() -> None:
-    server = await asyncio.get_running_loop().create_server(
-        _Responder, "127.0.0.1", 0, backlog=511
+async def _serve_asyncio(port: int) -> None:
+    await asyncio.get_running_loop().create_server(
+        _Responder, "127.0.0.1", port, backlog=511
     )
-    print(server.sockets[0].getsockname()[1], flush=True)
     await asyncio.Event().wait()
 
 
 def main(argv: list[str]) -> None:
-    if argv[0] == "asyncio":
-        asyncio.run(_serve_asyncio())
+    kind, port = argv[0], int(argv[1])
+    if kind == "asyncio":
+        asyncio.run(_serve_asyncio(port))
     else:
-        serve_ngxffi(argv[1], argv[2] == "resume")
+        serve_ngxffi(port, argv[2], argv[3] == "resume")
 
 
 if __name__ == "__main__":
