@@ -28,6 +28,7 @@ def test_every_example_is_covered() -> None:
         "echo_server.py",
         "fault_injection.py",
         "stale_events.py",
+        "test_fd_exhaustion.py",
         "thundering_herd.py",
     }
 
@@ -109,3 +110,8 @@ def test_fault_injection() -> None:
     assert lines[1].startswith("send:short=1, write:short=1: a 4,096-byte answer in ")
     assert lines[1].endswith("byte-exact: True")
     assert lines[2] == "in C: 2 answers"
+
+
+def test_fd_exhaustion_tests_pass() -> None:
+    """The pytest plugin's example: it runs pytest on itself."""
+    assert "2 passed" in run("test_fd_exhaustion.py")

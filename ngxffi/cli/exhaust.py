@@ -24,7 +24,7 @@ from typing import Any
 from ngxffi.event.listening import EMFILE_POLICIES, Listening
 from ngxffi.lab import plot, report
 from ngxffi.lab.experiment import ExhaustResult, Options, check, exhaust
-from ngxffi.lab.target import PRESETS, LabError, Target, preset
+from ngxffi.lab.target import PRESETS, START_TIMEOUT_S, LabError, Target, preset
 
 EPILOG = "built-in servers (--server NAME):\n" + "\n".join(
     f"  {name:<8} {what}" for name, what in PRESETS.items()
@@ -89,6 +89,12 @@ def add_parser(sub: Any) -> None:
         "--timeout", type=float, default=60.0, help="seconds a client waits for it all"
     )
     p.add_argument("--path", default="/", help="what the clients GET (default /)")
+    p.add_argument(
+        "--start-timeout",
+        type=float,
+        default=START_TIMEOUT_S,
+        help=f"seconds a server has to listen (default {START_TIMEOUT_S:g})",
+    )
     p.add_argument(
         "--inject",
         action="append",
@@ -157,6 +163,7 @@ def options(args: argparse.Namespace) -> Options:
         inject=tuple(args.inject),
         inject_seed=args.inject_seed,
         verbose=args.verbose,
+        start_timeout=args.start_timeout,
     )
 
 
@@ -185,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
         progress = report.Progress(target.name, opts.nofile) if live else None
         try:
             results.append(exhaust(target, opts, progress))
+        except LabError as e:  # a command that cannot run at all
+            args.parser.error(str(e))
         finally:
             if progress is not None:
                 progress.done()

@@ -24,7 +24,14 @@ from typing import Any
 
 from ngxffi.lab.clients import Outcome, wave
 from ngxffi.lab.sampler import Sample, Samples, sample
-from ngxffi.lab.target import LabError, Started, StartError, Target, running
+from ngxffi.lab.target import (
+    START_TIMEOUT_S,
+    LabError,
+    Started,
+    StartError,
+    Target,
+    running,
+)
 
 # stdin, stdout, stderr, a listening socket, an epoll instance, and the interpreter's
 # own few: below this no server can start, so it is a usage error, not a finding
@@ -75,6 +82,7 @@ class Options:
     inject: tuple[str, ...] = ()
     inject_seed: int = 0
     verbose: bool = False
+    start_timeout: float = START_TIMEOUT_S
 
     @property
     def hard(self) -> int:
@@ -140,8 +148,8 @@ def check(options: Options) -> None:
     lab_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if options.hard > lab_hard and lab_hard != resource.RLIM_INFINITY:
         raise LabError(f"hard limit {options.hard} is above the lab's own ({lab_hard})")
-    if options.timeout <= 0 or options.hold < 0:
-        raise LabError("--timeout must be above 0 and --hold at least 0")
+    if min(options.timeout, options.start_timeout) <= 0 or options.hold < 0:
+        raise LabError("--timeout and --start-timeout must be above 0, --hold >= 0")
     _raise_own_limit(options.clients + options.second_wave + 64)
 
 
@@ -241,7 +249,8 @@ def exhaust(
     )
     env = _environment(options)
     try:
-        with running(target, options.nofile, options.hard, env, options.verbose) as s:
+        limits = options.nofile, options.hard
+        with running(target, *limits, env, options.verbose, options.start_timeout) as s:
             asyncio.run(_waves(s, options, result, progress))
             if result.exit_status is None:
                 result.exit_status = s.proc.poll()

@@ -8,7 +8,6 @@ says so before a run starts rather than after it.
 
 from __future__ import annotations
 
-import importlib.util
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,13 @@ _ENDS = (("served", "tab:green"), ("reset", "tab:red"), ("timed_out", "tab:orang
 
 def require() -> None:
     """:class:`LabError` with the command to run when matplotlib is missing."""
-    if importlib.util.find_spec("matplotlib") is None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as e:
         raise LabError(
-            "--plot needs matplotlib, an optional extra: pip install 'ngxffi[plot]'"
-        )
+            "--plot needs matplotlib, an optional extra: pip install 'ngxffi[plot]' "
+            f"({e})"
+        ) from None
 
 
 def _column(axes: Any, result: ExhaustResult) -> None:

@@ -15,6 +15,8 @@ from ngxffi.lab.sampler import Sample
 # The table's rows: the JSON keys but the command (too long for a column: shown
 # above the table) and the empty ones
 _ROWS = tuple(key for key in JSON_KEYS if key != "command")
+# what a server that never started has no figure for
+_MEASURED = set(JSON_KEYS[JSON_KEYS.index("served") :]) - {"second_wave", "inject"}
 
 
 def _cell(value: Any) -> str:
@@ -29,10 +31,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _value(result: ExhaustResult, key: str) -> str:
+    if not result.started and key in _MEASURED:
+        return "-"
+    return _cell(result.to_json()[key])
+
+
 def table(results: list[ExhaustResult]) -> str:
     """Rows of keys, a column per server; an error (a server that never listened)
     is written under the table, whole."""
-    rows = [(key, [_cell(r.to_json()[key]) for r in results]) for key in _ROWS]
+    rows = [(key, [_value(r, key) for r in results]) for key in _ROWS]
     rows = [(k, cells) for k, cells in rows if k != "error" and set(cells) != {"-"}]
     key_w = max(len(k) for k, _ in rows)
     widths = [max(len(cells[i]) for _, cells in rows) for i in range(len(results))]

@@ -165,11 +165,16 @@ def _limit(soft: int, hard: int) -> Callable[[], None]:
 
 
 def start(
-    target: Target, soft: int, hard: int, env: dict[str, str], verbose: bool = False
+    target: Target,
+    soft: int,
+    hard: int,
+    env: dict[str, str],
+    verbose: bool = False,
+    start_timeout: float = START_TIMEOUT_S,
 ) -> Started:
-    """Start ``target`` under RLIMIT_NOFILE (soft, hard) and wait until its port
-    accepts. Raises :class:`StartError` when it exits first or never listens (the
-    process is stopped by then)."""
+    """Start ``target`` under RLIMIT_NOFILE (soft, hard) and wait up to
+    ``start_timeout`` seconds until its port accepts. Raises :class:`StartError`
+    when it exits first or never listens (the process is stopped by then)."""
     port = target.port if target.port is not None else free_port()
     tmp = Path(tempfile.mkdtemp(prefix="ngxffi-lab-"))
     try:
@@ -190,7 +195,7 @@ def start(
         ) from e
     started = Started(target, proc, port, tmp)
     try:
-        _wait_listening(started)
+        _wait_listening(started, start_timeout)
     except BaseException:
         stop(started)
         raise
@@ -211,27 +216,38 @@ def _accepts(port: int) -> bool:
         return True
 
 
-def _wait_listening(started: Started) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def _listener(port: int) -> int | None:
+    """The pid listening on 127.0.0.1:port, if this lab can see it."""
+    with contextlib.suppress(psutil.Error):
+        for c in psutil.net_connections("tcp4"):
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr[1] == port:
+                return c.pid
+    return None
+
+
+def _wait_listening(started: Started, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
     while True:
         status = started.proc.poll()
         if _accepts(started.port):
             if status is None:
                 return
             raise StartError(
-                f"exited with status {status} while port {started.port} accepts: "
-                "a daemon? run it in the foreground (nginx: -g 'daemon off;')"
+                f"exited with status {status}, and pid {_listener(started.port)} "
+                f"listens on port {started.port}: a daemon, which the lab cannot "
+                "stop (stop it yourself), nor measure: run the server in the "
+                "foreground (nginx: -g 'daemon off;')"
             )
-        if status is not None:
+        if status not in (None, 0):  # 0: perhaps a daemon still starting
             tail = started.stderr_tail()
             raise StartError(
                 f"exited with status {status} before listening"
                 + (f"; its stderr ends:\n{tail}" if tail else "")
             )
         if time.monotonic() > deadline:
+            what = "exited with status 0 and nothing" if status == 0 else "never"
             raise StartError(
-                f"never listened on 127.0.0.1:{started.port} "
-                f"within {START_TIMEOUT_S:g} s"
+                f"{what} listened on 127.0.0.1:{started.port} within {timeout:g} s"
             )
         time.sleep(0.02)  # polling a port that nothing announces
 
@@ -256,10 +272,15 @@ def stop(started: Started) -> int | None:
 
 @contextlib.contextmanager
 def running(
-    target: Target, soft: int, hard: int, env: dict[str, str], verbose: bool = False
+    target: Target,
+    soft: int,
+    hard: int,
+    env: dict[str, str],
+    verbose: bool = False,
+    start_timeout: float = START_TIMEOUT_S,
 ) -> Iterator[Started]:
     """:func:`start`, then :func:`stop` however the block ends."""
-    started = start(target, soft, hard, env, verbose)
+    started = start(target, soft, hard, env, verbose, start_timeout)
     try:
         yield started
     finally:
