@@ -7,15 +7,19 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from ngxffi.lab.experiment import JSON_KEYS
+from ngxffi.lab.result import JSON_KEYS
+from ngxffi.lab.target import free_port
 
 HERE = Path(__file__).parent
 SERVERS = str(HERE / "lab_servers.py")
@@ -99,15 +103,20 @@ def test_any_command_with_its_whole_process_tree() -> None:
     assert r["peak_fds"] == 32  # the child's: the parent holds a handful
 
 
-def test_a_fixed_port_command_with_port(tmp_path: Path) -> None:
-    from ngxffi.lab.target import free_port
-
+def test_a_fixed_port_command_with_port() -> None:
     port = str(free_port())
     r = exhaust(
         "--port", port, "--nofile", "32", "--clients", "20", "--hold", "0",
         "--", sys.executable, SERVERS, "serve", port,
     )  # fmt: skip
-    assert r["served"] == 20 and r["command"][-1] == port
+    assert r["served"] == 20 and r["command"][-1] == port and r["port"] == int(port)
+
+
+def test_a_fixed_port_in_use_is_a_usage_error() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        out = lab("--port", port, "--", sys.executable, SERVERS, "serve", port)
+    assert out.returncode == 2 and "already in use" in out.stderr
 
 
 def test_a_server_that_dies_on_its_first_emfile() -> None:
@@ -170,6 +179,19 @@ def test_a_server_that_never_listens_is_a_clear_result(
         (["--name", "x"], "there is none"),
         (["--server", "ngxffi", "--server", "ngxffi"], "the same name"),
         (["--", "/nonexistent/server", "{port}"], "cannot run /nonexistent/server"),
+        # found before the first server runs, not when its turn comes
+        (["--server", "asyncio", "--", "nonexistent-server", "{port}"], "not found"),
+        (["--"], "-- is followed by no command"),
+        (["--port", "8080"], "not for a preset"),
+        (["--port", "99999", "--", "x"], "not a port (1..65535)"),
+        (["--port", "0", "--", "x"], "not a port"),
+        (["--hold", "inf"], "--hold inf: a finite number"),
+        (["--start-timeout", "nan"], "--start-timeout nan"),
+        (["--timeout", "0"], "--timeout 0"),
+        (["--path", "a b"], "--path 'a b': a path that starts with /"),
+        (["--path", "/\r\nX-Injected: 1"], "no space or control character"),
+        (["--plot", "/nonexistent/dir/x.png"], "no directory /nonexistent/dir"),
+        (["--plot", "x.txt"], "the name ends in one of"),
     ],
 )
 def test_usage_errors_exit_2_with_a_clear_message(
@@ -178,6 +200,93 @@ def test_usage_errors_exit_2_with_a_clear_message(
     out = lab(*args, timeout=30)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def is_forks(p: psutil.Process) -> bool:
+    try:
+        return "forks" in p.cmdline()
+    except psutil.Error:  # gone, or a zombie (the lab's readiness probe...)
+        return False
+
+
+def test_interrupted_the_lab_stops_the_whole_tree() -> None:
+    """SIGTERM (as `timeout` sends) mid-run: exit 130, the servers of the tree gone,
+    the server that finished in the table."""
+    args = [sys.executable, "-m", "ngxffi", "exhaust", "--clients", "20", "--hold"]
+    args += ["3", "--server", "asyncio", *foreign("forks")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lab_process = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 30
+    tree: list[psutil.Process] = []
+    while len(tree) < 2 and time.monotonic() < deadline:  # the forks server's two
+        tree = [p for p in lab_process.children(recursive=True) if is_forks(p)]
+    assert len(tree) == 2, "the forks server did not start"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and b"interrupted" in err, err
+    assert b"asyncio" in out and b"Traceback" not in err  # what had finished
+    _, alive = psutil.wait_procs(tree, timeout=5)
+    assert not alive
+
+
+def test_a_server_that_raises_its_own_limit_is_not_exhausted() -> None:
+    """Exhaustion is against each process's own soft limit, not --nofile's."""
+    r = exhaust(
+        "--nofile", "64:1024", "--clients", "80", "--hold", "0.5",
+        *foreign("raises-limit"),
+    )  # fmt: skip
+    assert r["served"] == 80 and r["peak_fds"] > 64 and r["exhausted_s"] == 0
+
+
+def test_the_presets_run_out_of_fds_before_connections() -> None:
+    r = exhaust("--nofile", "700", "--clients", "800", "--hold", "0.5")
+    assert r["peak_fds"] == 700 and r["reset"] == 0 and r["served"] == 800
+
+
+def test_an_all_503_server_is_not_healthy_and_101_is_an_answer() -> None:
+    busy = exhaust(
+        "--nofile", "32", "--clients", "20", "--hold", "0", *foreign("busy-503")
+    )
+    assert busy["statuses"] == {"503": 20} and busy["served"] == 20
+    assert busy["second_wave_statuses"] == {"503": 20} and not busy["healthy_after"]
+    up = exhaust(
+        "--nofile", "32", "--clients", "20", "--hold", "0", *foreign("upgrade")
+    )
+    assert up["statuses"] == {"101": 20} and up["healthy_after"]
+
+
+def test_inject_reaches_the_server() -> None:
+    """Every accept4 fails with EMFILE: the clients wait in the backlog until they
+    time out, and the server backs off instead of spinning (nginx's answer)."""
+    r = exhaust(
+        "--nofile", "64", "--clients", "10", "--second-wave", "2", "--timeout", "2",
+        "--inject", "accept4:EMFILE:1.0",
+    )  # fmt: skip
+    assert r["inject"] == ["accept4:EMFILE:1.0"] and r["timed_out"] == 10
+    assert r["served"] == 0 and r["exit_status"] is None
+
+
+def test_inject_econnaborted_loses_no_client() -> None:
+    r = exhaust(
+        "--nofile", "32", "--clients", "60", "--hold", "0.2",
+        "--inject", "accept4:ECONNABORTED:0.3", "--inject-seed", "7",
+    )  # fmt: skip
+    assert r["served"] == 60 and r["healthy_after"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("accept5:EMFILE", "accept4"),  # lists the valid calls
+        ("accept4:EBOGUS", "EMFILE"),  # lists the errnos
+        ("accept4:EMFILE:2.5", "bad WHEN"),
+        ("accept4", "CALL:WHAT[:WHEN]"),
+    ],
+)
+def test_a_bad_inject_spec_is_a_usage_error(spec: str, message: str) -> None:
+    out = lab("--inject", spec, timeout=30)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_live_progress_on_a_terminal_only() -> None:

@@ -9,7 +9,8 @@ shell run), or the command after ``--``; ``{port}`` in a command becomes a free 
 or ``--port`` says where a command without it listens. No server given: ``ngxffi``.
 
 Exit status: 0 when every server started, 1 when one never listened (the table says
-why), 2 for a usage error.
+why), 2 for a usage error, 130 when interrupted (Ctrl-C, SIGTERM, SIGHUP: the servers
+are stopped, and the table shows those that finished).
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from ngxffi.event.listening import EMFILE_POLICIES, Listening
 from ngxffi.lab import plot, report
-from ngxffi.lab.experiment import ExhaustResult, Options, check, exhaust
-from ngxffi.lab.target import PRESETS, START_TIMEOUT_S, LabError, Target, preset
+from ngxffi.lab.child import START_TIMEOUT_S
+from ngxffi.lab.experiment import exhaust
+from ngxffi.lab.options import Options
+from ngxffi.lab.presets import PRESETS, preset
+from ngxffi.lab.result import ExhaustResult
+from ngxffi.lab.target import LabError, Target
 
 EPILOG = "built-in servers (--server NAME):\n" + "\n".join(
     f"  {name:<8} {what}" for name, what in PRESETS.items()
@@ -49,7 +55,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--name", help="the name of the server after -- (default: CMD)")
     p.add_argument(
-        "--port", type=int, help="where a command without {port} listens (127.0.0.1)"
+        "--port",
+        type=_port,
+        help="where a command without {port} listens (on 127.0.0.1)",
     )
     p.add_argument(
         "--nofile",
@@ -113,6 +121,16 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run, parser=p)
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1..65535)")
+    return port
+
+
 def _nofile(text: str) -> tuple[int, int | None]:
     soft, sep, hard = text.partition(":")
     try:
@@ -124,7 +142,7 @@ def _nofile(text: str) -> tuple[int, int | None]:
 def _target(spec: str, args: argparse.Namespace) -> Target:
     name, sep, command = spec.partition("=")
     if not sep:
-        return preset(name, args.policy, args.resume)
+        return preset(name, args.policy, args.resume, _nofile(args.nofile)[0])
     if not name:
         raise LabError(f"--server {spec!r}: NAME=COMMAND needs a name")
     try:
@@ -140,10 +158,14 @@ def targets(args: argparse.Namespace) -> list[Target]:
     if command:
         name = args.name or os.path.basename(command[0])
         chosen.append(Target(name, tuple(command), port=args.port))
+    elif args.command:
+        raise LabError("-- is followed by no command")
     elif args.name:
         raise LabError("--name names the command after --, and there is none")
+    if args.port is not None and not any(t.port for t in chosen):
+        raise LabError("--port is for a command without {port}, not for a preset")
     if not chosen:
-        chosen = [preset("ngxffi", args.policy, args.resume)]
+        chosen = [preset("ngxffi", args.policy, args.resume, _nofile(args.nofile)[0])]
     names = [t.name for t in chosen]
     if len(set(names)) < len(names):
         raise LabError(f"two servers have the same name in {names}: use NAME=COMMAND")
@@ -176,28 +198,51 @@ def _announce(target: Target, opts: Options) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        chosen, opts = targets(args), options(args)
-        check(opts)
-        if args.plot is not None:
-            plot.require()
-    except LabError as e:
-        args.parser.error(str(e))  # exit 2
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM and SIGHUP stop the run as Ctrl-C does
+
+
+def _experiments(
+    chosen: list[Target], opts: Options, args: argparse.Namespace
+) -> list[ExhaustResult]:
+    """Each server in turn; on an interrupt, those that finished."""
     live = not args.json and sys.stderr.isatty()
     results: list[ExhaustResult] = []
     for target in chosen:
         if not args.json:
             _announce(target, opts)
-        progress = report.Progress(target.name, opts.nofile) if live else None
+        progress = report.Progress(target.name) if live else None
         try:
             results.append(exhaust(target, opts, progress))
-        except LabError as e:  # a command that cannot run at all
-            args.parser.error(str(e))
+        except KeyboardInterrupt:
+            print(f"\n{target.name}: interrupted, its server stopped", file=sys.stderr)
+            break
         finally:
             if progress is not None:
                 progress.done()
-    print(report.json_lines(results) if args.json else report.table(results))
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        chosen, opts = targets(args), options(args)
+        opts.check()
+        for target in chosen:
+            target.check()
+        if args.plot is not None:
+            plot.require(args.plot)
+    except LabError as e:
+        args.parser.error(str(e))  # exit 2
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    try:
+        results = _experiments(chosen, opts, args)
+    except LabError as e:  # a command that could not run after all
+        args.parser.error(str(e))
+    if results:
+        print(report.json_lines(results) if args.json else report.table(results))
+    if len(results) < len(chosen):
+        return 130
     status = 0 if all(r.started for r in results) else 1
     if args.plot is not None:
         try:

@@ -2,18 +2,24 @@
 outside with psutil (``ngxffi exhaust`` is its command line, :mod:`ngxffi.testing`
 its pytest face).
 
-One module per step: :mod:`~ngxffi.lab.target` starts the server and knows its
-process tree, :mod:`~ngxffi.lab.clients` are the waves, :mod:`~ngxffi.lab.sampler`
-watches the tree, :mod:`~ngxffi.lab.experiment` runs it all into an
-:class:`~ngxffi.lab.experiment.ExhaustResult`, :mod:`~ngxffi.lab.report` and
-:mod:`~ngxffi.lab.plot` show it; :mod:`~ngxffi.lab.servers` holds the built-in
-servers. Above the event core and ``http/``; only ``cli/`` and ``testing/`` import it.
+One module per step: :mod:`~ngxffi.lab.target` is what to test and
+:mod:`~ngxffi.lab.presets` the built-in ones (:mod:`~ngxffi.lab.servers` their code),
+:mod:`~ngxffi.lab.options` how, :mod:`~ngxffi.lab.child` starts and stops the server,
+:mod:`~ngxffi.lab.clients` are the waves, :mod:`~ngxffi.lab.sampler` watches the
+process tree, :mod:`~ngxffi.lab.fds` minds the lab's own descriptors,
+:mod:`~ngxffi.lab.experiment` runs it all into an
+:class:`~ngxffi.lab.result.ExhaustResult`, :mod:`~ngxffi.lab.report` and
+:mod:`~ngxffi.lab.plot` show it. Above the event core and ``http/``; only ``cli/``
+and ``testing/`` import it.
 """
 
 from __future__ import annotations
 
-from ngxffi.lab.experiment import ExhaustResult, Options, exhaust
-from ngxffi.lab.target import PRESETS, LabError, Target, preset
+from ngxffi.lab.experiment import exhaust
+from ngxffi.lab.options import Options
+from ngxffi.lab.presets import PRESETS, preset
+from ngxffi.lab.result import ExhaustResult
+from ngxffi.lab.target import LabError, Target
 
 __all__ = [
     "PRESETS",

@@ -4,21 +4,25 @@ the connection open, so that the server holds a descriptor for it.
 Every client ends as exactly one of: served (a complete HTTP response, whatever its
 status: a server that sheds with a 503 still answered), refused (connect refused),
 reset (reset or closed before a complete response, or an answer that is not HTTP),
-timed out (no complete response within the timeout, connect included). Responses are
-read with httptools (llhttp, as ``ngxffi serve`` parses requests): Content-Length,
-chunked, or delimited by the close.
+timed out (no complete response within the timeout, connect included), or a lab
+error: the lab itself could not run the client (its own EMFILE or ENFILE, no
+ephemeral port left), which says nothing about the server. Responses are read with
+httptools (llhttp, as ``ngxffi serve`` parses requests): Content-Length, chunked, or
+delimited by the close; a 101 Switching Protocols ends at its head.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import time
 from dataclasses import dataclass, field
 
 import httptools
 
-KINDS = ("served", "refused", "reset", "timed_out")
+# the lab's own failures, not the server's
+_LAB_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.EADDRNOTAVAIL, errno.ENOBUFS}
 
 
 @dataclass
@@ -29,20 +33,18 @@ class Outcome:
     refused: int = 0
     reset: int = 0
     timed_out: int = 0
+    lab_errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     first_response: float | None = None
     ends: list[tuple[float, str]] = field(default_factory=list)
 
     def count(self, kind: str) -> None:
+        """One more client ended as ``kind`` (a field's name), now."""
         setattr(self, kind, getattr(self, kind) + 1)
         now = time.monotonic()
         self.ends.append((now, kind))
         if kind == "served" and self.first_response is None:
             self.first_response = now
-
-    @property
-    def total(self) -> int:
-        return sum(getattr(self, kind) for kind in KINDS)
 
 
 class _Response:
@@ -78,6 +80,8 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
             raise ConnectionResetError("closed before a complete response")
         try:
             parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            break  # 101: the response is its head
         except httptools.HttpParserError as e:
             raise ConnectionResetError(f"not an HTTP response: {e}") from e
     status: int = parser.get_status_code()
@@ -102,8 +106,8 @@ async def client(
         out.count("refused")
     except TimeoutError:
         out.count("timed_out")
-    except OSError:  # reset, EPIPE, or a connect that failed another way
-        out.count("reset")
+    except OSError as e:  # reset, EPIPE, or a connect that failed another way
+        out.count("lab_errors" if e.errno in _LAB_ERRNOS else "reset")
     finally:
         if writer is not None:
             writer.close()

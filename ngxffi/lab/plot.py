@@ -12,33 +12,53 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from ngxffi.lab.experiment import ExhaustResult
+from ngxffi.lab.result import ExhaustResult
 from ngxffi.lab.target import LabError
 
 _ROWS = ("open fds", "CPU %", "wake-ups/s", "clients")
-_ENDS = (("served", "tab:green"), ("reset", "tab:red"), ("timed_out", "tab:orange"))
+# each its colour and line, so that two that coincide (a server that resets every
+# client at once) both show
+_ENDS = (
+    ("served", "tab:green", "-"),
+    ("reset", "tab:red", "--"),
+    ("timed_out", "tab:orange", ":"),
+    ("refused", "tab:blue", "-."),
+)
 
 
-def require() -> None:
-    """:class:`LabError` with the command to run when matplotlib is missing."""
+def require(path: Path) -> None:
+    """:class:`LabError`, before a run, when matplotlib is missing (with the command
+    that installs it) or cannot write ``path`` (no such directory, not a format it
+    knows)."""
     try:
-        import matplotlib  # noqa: F401
+        from matplotlib.backend_bases import FigureCanvasBase
     except ImportError as e:
         raise LabError(
             "--plot needs matplotlib, an optional extra: pip install 'ngxffi[plot]' "
             f"({e})"
         ) from None
+    if not path.parent.is_dir():
+        raise LabError(f"--plot {path}: no directory {path.parent}")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise LabError(f"--plot {path}: the name ends in one of .{', .'.join(formats)}")
 
 
 def _column(axes: Any, result: ExhaustResult) -> None:
     t = [s.t for s in result.timeline]
     fds, cpu, woke, ends = axes
-    fds.plot(t, [s.fds for s in result.timeline], label="most in one process")
-    fds.axhline(result.nofile, color="black", linewidth=0.8, label="RLIMIT_NOFILE")
+    fds.plot(t, [s.fds for s in result.timeline], label="the process nearest it")
+    fds.plot(
+        t,
+        [s.limit for s in result.timeline],
+        color="black",
+        linewidth=0.8,
+        label="its RLIMIT_NOFILE",
+    )
     fds.legend(loc="lower right", fontsize="small")
     cpu.plot(t, [s.cpu_percent for s in result.timeline], color="tab:purple")
     woke.plot(t, [s.wakeups_per_s for s in result.timeline], color="tab:brown")
-    for kind, color in _ENDS:
+    for kind, color, style in _ENDS:
         times = [when for when, k in result.ends if k == kind]
         if times:
             ends.step(
@@ -46,11 +66,13 @@ def _column(axes: Any, result: ExhaustResult) -> None:
                 list(accumulate(1 for _ in times)),
                 where="post",
                 color=color,
+                linestyle=style,
                 label=kind.replace("_", " "),
             )
     if result.ends:
         ends.legend(loc="upper left", fontsize="small")
     for ax in axes:
+        ax.set_ylim(bottom=0)
         for boundary in result.waves:
             ax.axvline(boundary, color="grey", linestyle="--", linewidth=0.8)
     fds.set_title(f"{result.server} (nofile {result.nofile}, {result.clients} clients)")
@@ -59,7 +81,7 @@ def _column(axes: Any, result: ExhaustResult) -> None:
 
 def plot(results: list[ExhaustResult], path: Path) -> None:
     """Draw ``results`` into the PNG at ``path``."""
-    require()
+    require(path)
     import matplotlib
 
     matplotlib.use("Agg")  # no display: a file

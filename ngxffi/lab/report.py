@@ -9,7 +9,7 @@ import time
 from typing import IO, Any
 
 from ngxffi.lab.clients import Outcome
-from ngxffi.lab.experiment import JSON_KEYS, ExhaustResult
+from ngxffi.lab.result import JSON_KEYS, ExhaustResult
 from ngxffi.lab.sampler import Sample
 
 # The table's rows: the JSON keys but the command (too long for a column: shown
@@ -17,6 +17,8 @@ from ngxffi.lab.sampler import Sample
 _ROWS = tuple(key for key in JSON_KEYS if key != "command")
 # what a server that never started has no figure for
 _MEASURED = set(JSON_KEYS[JSON_KEYS.index("served") :]) - {"second_wave", "inject"}
+# rows shown only when some server has something there
+_RARE = {"error", "lab_errors", "exit_status", "inject", "policy", "resume", "port"}
 
 
 def _cell(value: Any) -> str:
@@ -41,7 +43,11 @@ def table(results: list[ExhaustResult]) -> str:
     """Rows of keys, a column per server; an error (a server that never listened)
     is written under the table, whole."""
     rows = [(key, [_value(r, key) for r in results]) for key in _ROWS]
-    rows = [(k, cells) for k, cells in rows if k != "error" and set(cells) != {"-"}]
+    rows = [
+        (k, cells)
+        for k, cells in rows
+        if k != "error" and not (k in _RARE and set(cells) <= {"-", "0"})
+    ]
     key_w = max(len(k) for k, _ in rows)
     widths = [max(len(cells[i]) for _, cells in rows) for i in range(len(results))]
     lines = [
@@ -62,8 +68,8 @@ class Progress:
     """A status line rewritten in place on a terminal, at most every 0.25 s:
     the server, the wave, its clients so far, the fds against the limit, CPU."""
 
-    def __init__(self, server: str, nofile: int, stream: IO[str] = sys.stderr) -> None:
-        self.server, self.nofile, self.stream = server, nofile, stream
+    def __init__(self, server: str, stream: IO[str] = sys.stderr) -> None:
+        self.server, self.stream = server, stream
         self.last = 0.0
 
     def __call__(self, wave: str, out: Outcome, point: Sample) -> None:
@@ -74,7 +80,7 @@ class Progress:
         line = (
             f"{self.server}: {wave} {point.t:5.1f}s  served {out.served}  "
             f"reset {out.reset}  timed out {out.timed_out}  refused {out.refused}  "
-            f"fds {point.fds}/{self.nofile}  cpu {point.cpu_percent:.0f}%"
+            f"fds {point.fds}/{point.limit}  cpu {point.cpu_percent:.0f}%"
         )
         self.stream.write(f"\r\x1b[K{line}")
         self.stream.flush()

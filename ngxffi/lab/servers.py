@@ -10,9 +10,10 @@ clients hold their descriptors:
   EMFILE policy given;
 * ``asyncio``: an ``asyncio.Protocol`` server on the default loop, for comparison.
 
-``python -m ngxffi.lab.servers ngxffi|asyncio PORT [POLICY resume|no-resume]`` listens
+``python -m ngxffi.lab.servers ngxffi|asyncio PORT [POLICY resume|no-resume N]`` listens
 on 127.0.0.1:PORT and serves until killed; the lab sets RLIMIT_NOFILE before exec, as
-``ulimit -n`` does, and knows the server is ready when the port accepts.
+``ulimit -n`` does, and knows the server is ready when the port accepts. N is the
+ngxffi server's pool (connections).
 """
 
 from __future__ import annotations
@@ -68,10 +69,10 @@ def _on_connection(c: Connection) -> None:
     handle_read_event(c.read)
 
 
-def serve_ngxffi(port: int, policy: str, resume: bool) -> None:
+def serve_ngxffi(port: int, policy: str, resume: bool, connections: int) -> None:
     ls = Listening(("127.0.0.1", port), _on_connection, emfile_policy=policy)
     open_listening_sockets([ls])
-    with Cycle(512) as cycle:
+    with Cycle(connections) as cycle:
         cycle.resume_accept = resume
         add_listening(cycle, [ls])
         while True:
@@ -103,7 +104,7 @@ def main(argv: list[str]) -> None:
     if kind == "asyncio":
         asyncio.run(_serve_asyncio(port))
     else:
-        serve_ngxffi(port, argv[2], argv[3] == "resume")
+        serve_ngxffi(port, argv[2], argv[3] == "resume", int(argv[4]))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,11 @@ import resource
 import shlex
 from collections.abc import Iterator, Sequence
 
+from ngxffi.event.listening import Listening
 from ngxffi.lab import PRESETS, ExhaustResult, LabError, Options, Target, preset
+from ngxffi.lab.child import START_TIMEOUT_S
 from ngxffi.lab.experiment import exhaust as _exhaust
+from ngxffi.lab.fds import free_fds
 
 __all__ = ["ExhaustResult", "LabError", "exhaust", "hold_fds", "nofile_limit"]
 
@@ -39,26 +42,12 @@ def nofile_limit(n: int) -> Iterator[int]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def _free_fds() -> int:
-    """How many descriptors this process can still open: the numbers below the soft
-    limit that are not open (the kernel gives the lowest free one, and none at or
-    above the limit)."""
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    listed = [int(name) for name in os.listdir("/proc/self/fd")]
-    open_now = 0
-    for fd in listed:  # one of them was the listing's own, closed since
-        with contextlib.suppress(OSError):
-            os.fstat(fd)
-            open_now += fd < soft
-    return soft - open_now
-
-
 @contextlib.contextmanager
 def hold_fds(leave: int = 0) -> Iterator[list[int]]:
     """Open placeholders (``/dev/null``, close-on-exec) until only ``leave``
     descriptors are free, and close them after the block; yields their numbers.
     ValueError when fewer than ``leave`` are free to begin with."""
-    free = _free_fds()
+    free = free_fds()
     if leave < 0 or leave > free:
         raise ValueError(f"hold_fds(leave={leave}): {free} descriptors are free")
     held: list[int] = []
@@ -85,16 +74,21 @@ def exhaust(
     name: str | None = None,
     inject: Sequence[str] = (),
     inject_seed: int = 0,
+    start_timeout: float = START_TIMEOUT_S,
+    policy: str = Listening.emfile_policy,
+    resume: bool = True,
+    verbose: bool = False,
 ) -> ExhaustResult:
     """Run the lab on ``cmd``: a preset's name (``"ngxffi"``, ``"asyncio"``,
-    ``"nginx"``), a command line (a list, or a string split as a shell would) where
-    ``{port}`` is the port, or a :class:`~ngxffi.lab.Target`. The keywords are the
-    CLI's flags. Raises :class:`~ngxffi.lab.LabError` for what the CLI calls a usage
-    error; a server that never listens is a result with ``started`` false."""
+    ``"nginx"``; ``policy`` and ``resume`` are the ngxffi preset's), a command line
+    (a list, or a string split as a shell would) where ``{port}`` is the port, or a
+    :class:`~ngxffi.lab.Target`. The other keywords are the CLI's flags of the same
+    names. Raises :class:`~ngxffi.lab.LabError` for what the CLI calls a usage error;
+    a server that never listens is a result with ``started`` false."""
     if isinstance(cmd, Target):
         target = cmd
     elif isinstance(cmd, str) and cmd in PRESETS:
-        target = preset(cmd)
+        target = preset(cmd, policy, resume, nofile)
     else:
         argv = tuple(shlex.split(cmd) if isinstance(cmd, str) else cmd)
         label = name or (os.path.basename(argv[0]) if argv else "server")
@@ -109,5 +103,7 @@ def exhaust(
         path=path,
         inject=tuple(inject),
         inject_seed=inject_seed,
+        verbose=verbose,
+        start_timeout=start_timeout,
     )
     return _exhaust(target, options)

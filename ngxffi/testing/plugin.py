@@ -3,8 +3,9 @@ the helpers of :mod:`ngxffi.testing` as fixtures of the same names, undone at th
 end of the test whatever happens.
 
 * ``nofile_limit(n)`` sets the soft RLIMIT_NOFILE until the test ends;
-* ``hold_fds(leave=k)`` holds every free descriptor but ``k`` until the test ends,
-  and returns their numbers;
+* ``hold_fds(leave=k)`` holds every free descriptor but ``k`` until the test's call
+  ends, and returns their numbers: they are released before pytest reports a failure
+  (it needs descriptors to read the test's source);
 * ``exhaust(cmd, ...)`` is :func:`ngxffi.testing.exhaust` (each server it starts is
   stopped before it returns).
 """
@@ -12,13 +13,15 @@ end of the test whatever happens.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
 from ngxffi import testing
 
-__all__ = ["exhaust", "hold_fds", "nofile_limit"]
+__all__ = ["exhaust", "hold_fds", "nofile_limit", "pytest_runtest_call"]
+
+_HELD = pytest.StashKey[contextlib.ExitStack]()
 
 
 @pytest.fixture(name="nofile_limit")
@@ -28,9 +31,19 @@ def nofile_limit() -> Iterator[Callable[[int], int]]:
 
 
 @pytest.fixture(name="hold_fds")
-def hold_fds() -> Iterator[Callable[..., list[int]]]:
+def hold_fds(request: pytest.FixtureRequest) -> Iterator[Callable[..., list[int]]]:
     with contextlib.ExitStack() as stack:
+        request.node.stash[_HELD] = stack
         yield lambda leave=0: stack.enter_context(testing.hold_fds(leave))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Release ``hold_fds``'s placeholders as soon as the test's call ends."""
+    yield
+    stack = item.stash.get(_HELD, None)
+    if stack is not None:
+        stack.close()
 
 
 @pytest.fixture(name="exhaust")
