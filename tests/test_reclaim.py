@@ -112,9 +112,21 @@ def counters(server: Server) -> tuple[int, int]:
 
 
 def status_full(server: Server) -> str:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-        s.sendall(b"GET /status?full HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        return b"".join(iter(lambda: s.recv(65536), b"")).decode()
+    """/status?full; asked again while the server turns it away (the slots that
+    clients just closed are free only once the server has read their FIN)."""
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(
+                b"GET /status?full HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+            try:
+                text = b"".join(iter(lambda: s.recv(65536), b"")).decode()
+            except ConnectionResetError:
+                text = ""
+        if "Active connections" in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.02)
 
 
 @pytest.mark.timeout(60)

@@ -27,6 +27,7 @@ from ngxffi.lab.options import Options
 from ngxffi.lab.result import ExhaustResult
 from ngxffi.lab.sampler import Sample, Samples, sample
 from ngxffi.lab.target import Target
+from ngxffi.os import faults
 
 Progress = Callable[[str, Outcome, Sample], None]
 
@@ -35,10 +36,7 @@ def _environment(options: Options) -> dict[str, str]:
     """Fault injection reaches the server through ngxffi's environment hook."""
     if not options.inject:
         return {}
-    return {
-        "NGXFFI_INJECT": ",".join(options.inject),
-        "NGXFFI_INJECT_SEED": str(options.inject_seed),
-    }
+    return faults.environment(list(options.inject), options.inject_seed)
 
 
 async def _waves(

@@ -62,7 +62,7 @@ class Options:
                 "control character (percent-encode them)"
             )
         try:
-            faults.parse_all(",".join(self.inject))
+            faults.environment(list(self.inject), self.inject_seed)
         except ValueError as e:
             raise LabError(f"--inject: {e}") from None
 
