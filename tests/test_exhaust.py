@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import shutil
 import signal
 import socket
 import subprocess
@@ -74,6 +75,19 @@ def test_reserve_fd_sheds_instead_of_queueing() -> None:
     assert r["reset"] > 0  # pending clients got a quick close
     assert r["served"] + r["reset"] == 80 and r["timed_out"] == 0
     assert r["healthy_after"]
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin") is None,
+    reason="nginx is not installed",
+)
+def test_the_nginx_preset_is_measured_in_its_worker() -> None:
+    """nginx's worker runs as nobody: its fds and limit are read all the same."""
+    r = exhaust(
+        "--server", "nginx", "--nofile", "32", "--clients", "60", "--hold", "0.3"
+    )
+    assert r["server"] == "nginx" and r["served"] == 60 and r["healthy_after"]
+    assert r["peak_fds"] == 32 and r["exhausted_s"] > 0  # the worker's, at its limit
 
 
 def test_several_servers_side_by_side() -> None:

@@ -47,13 +47,13 @@ def require(path: Path) -> None:
 def _column(axes: Any, result: ExhaustResult) -> None:
     t = [s.t for s in result.timeline]
     fds, cpu, woke, ends = axes
-    fds.plot(t, [s.fds for s in result.timeline], label="the process nearest it")
+    fds.plot(t, [s.fds for s in result.timeline], label="the fullest process")
     fds.plot(
         t,
         [s.limit for s in result.timeline],
         color="black",
         linewidth=0.8,
-        label="its RLIMIT_NOFILE",
+        label="its soft RLIMIT_NOFILE",
     )
     fds.legend(loc="lower right", fontsize="small")
     cpu.plot(t, [s.cpu_percent for s in result.timeline], color="tab:purple")

@@ -92,16 +92,31 @@ def _thread_switches(path: str) -> int:
     return 0
 
 
+def _soft_nofile(pid: int, default: int) -> int:
+    """The soft RLIMIT_NOFILE of ``pid``, from ``/proc/PID/limits``: readable for any
+    process, where prlimit(2) on another user's (nginx's workers run as nobody)
+    needs CAP_SYS_RESOURCE, which a container may not grant even to root."""
+    try:
+        with open(f"/proc/{pid}/limits") as limits:
+            for line in limits:
+                if line.startswith("Max open files"):
+                    soft = line.split()[3]
+                    return int(soft) if soft.isdigit() else default
+    except OSError:  # exited
+        pass
+    return default
+
+
 def _read(p: psutil.Process, default_limit: int) -> _Counters | None:
     try:
         with p.oneshot():
             cpu = p.cpu_times()
             fds = p.num_fds()
-            limit = p.rlimit(psutil.RLIMIT_NOFILE)[0]
-        own, reaped = cpu.user + cpu.system, cpu.children_user + cpu.children_system
-        return _Counters(own, reaped, _switches(p.pid), fds, limit or default_limit)
     except psutil.Error:  # exited (or a zombie) since the tree was listed
         return None
+    own, reaped = cpu.user + cpu.system, cpu.children_user + cpu.children_system
+    limit = _soft_nofile(p.pid, default_limit)
+    return _Counters(own, reaped, _switches(p.pid), fds, limit)
 
 
 def exhausted(fds: int, limit: int) -> bool:
