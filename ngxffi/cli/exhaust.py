@@ -16,6 +16,7 @@ are stopped, and the table shows those that finished).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import signal
@@ -25,9 +26,8 @@ from typing import Any
 
 from ngxffi.event.listening import EMFILE_POLICIES, Listening
 from ngxffi.lab import plot, report
-from ngxffi.lab.child import START_TIMEOUT_S
 from ngxffi.lab.experiment import exhaust
-from ngxffi.lab.options import Options
+from ngxffi.lab.options import START_TIMEOUT_S, Options
 from ngxffi.lab.presets import PRESETS, preset
 from ngxffi.lab.result import ExhaustResult
 from ngxffi.lab.target import LabError, Target
@@ -173,20 +173,12 @@ def targets(args: argparse.Namespace) -> list[Target]:
 
 
 def options(args: argparse.Namespace) -> Options:
+    """The flags of the same names as Options' fields; --nofile split in two."""
     soft, hard = _nofile(args.nofile)
-    return Options(
-        nofile=soft,
-        nofile_hard=hard,
-        clients=args.clients,
-        hold=args.hold,
-        second_wave=args.second_wave,
-        timeout=args.timeout,
-        path=args.path,
-        inject=tuple(args.inject),
-        inject_seed=args.inject_seed,
-        verbose=args.verbose,
-        start_timeout=args.start_timeout,
-    )
+    same = {f.name for f in dataclasses.fields(Options)} - {"nofile", "nofile_hard"}
+    given = {name: getattr(args, name) for name in same}
+    given["inject"] = tuple(given["inject"])
+    return Options(nofile=soft, nofile_hard=hard, **given)
 
 
 def _announce(target: Target, opts: Options) -> None:

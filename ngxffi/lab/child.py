@@ -28,9 +28,9 @@ from pathlib import Path
 import psutil
 
 from ngxffi._ngx import lib
+from ngxffi.lab.options import Options
 from ngxffi.lab.target import LabError, Target, free_port
 
-START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 3.0
 DAEMON_GRACE_S = 1.0  # after an exit 0, how long a daemon may take to listen
 STDERR = "lab-server.stderr"
@@ -76,17 +76,12 @@ def _limit(soft: int, hard: int) -> Callable[[], None]:
     return preexec
 
 
-def start(
-    target: Target,
-    soft: int,
-    hard: int,
-    env: dict[str, str],
-    verbose: bool = False,
-    start_timeout: float = START_TIMEOUT_S,
-) -> Started:
-    """Start ``target`` under RLIMIT_NOFILE (soft, hard) and wait up to
-    ``start_timeout`` seconds until its port accepts. Raises :class:`StartError`
-    when it exits first or never listens (the process is stopped by then)."""
+def start(target: Target, options: Options, env: dict[str, str]) -> Started:
+    """Start ``target`` under ``options``' RLIMIT_NOFILE (soft and hard), with
+    ``env`` added to the environment, and wait up to ``options.start_timeout``
+    seconds until its port accepts. Raises :class:`StartError` when it exits first or
+    never listens (the process is stopped by then)."""
+    verbose = options.verbose
     port = target.port if target.port is not None else free_port()
     tmp = Path(tempfile.mkdtemp(prefix="ngxffi-lab-"))
     try:
@@ -96,7 +91,7 @@ def start(
                 stdin=subprocess.DEVNULL,
                 stdout=None if verbose else subprocess.DEVNULL,
                 stderr=None if verbose else err,
-                preexec_fn=_limit(soft, hard),
+                preexec_fn=_limit(options.nofile, options.hard),
                 start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
             )
@@ -106,7 +101,7 @@ def start(
         raise LabError(f"server {target.name!r}: cannot run {program}: {e}") from e
     started = Started(proc, port, tmp)
     try:
-        _wait_listening(started, start_timeout)
+        _wait_listening(started, options.start_timeout)
     except BaseException:
         stop(started)
         raise
@@ -213,16 +208,9 @@ def _signal_all(
 
 
 @contextlib.contextmanager
-def running(
-    target: Target,
-    soft: int,
-    hard: int,
-    env: dict[str, str],
-    verbose: bool = False,
-    start_timeout: float = START_TIMEOUT_S,
-) -> Iterator[Started]:
+def running(target: Target, options: Options, env: dict[str, str]) -> Iterator[Started]:
     """:func:`start`, then :func:`stop` however the block ends."""
-    started = start(target, soft, hard, env, verbose, start_timeout)
+    started = start(target, options, env)
     try:
         yield started
     finally:

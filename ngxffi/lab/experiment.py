@@ -85,12 +85,11 @@ def exhaust(
         second_wave=options.second_wave,
         inject=list(options.inject),
     )
-    limits = options.nofile, options.hard
     env = _environment(options)
     try:
         with (
             room_for(max(options.clients, options.second_wave) + 16),
-            running(target, *limits, env, options.verbose, options.start_timeout) as s,
+            running(target, options, env) as s,
         ):
             result.port = s.port
             asyncio.run(_waves(s, options, result, progress))

@@ -8,13 +8,14 @@ import re
 import resource
 from dataclasses import dataclass
 
-from ngxffi.lab.child import START_TIMEOUT_S
 from ngxffi.lab.target import LabError
 from ngxffi.os import faults
 
 # stdin, stdout, stderr, a listening socket, an epoll instance, and the interpreter's
 # own few: below this no server can start, so it is a usage error, not a finding
 NOFILE_MIN = 8
+
+START_TIMEOUT_S = 10.0  # how long a server may take to listen
 
 # an origin-form request target: a slash, then visible ASCII (no space, no CR/LF)
 _PATH = re.compile(r"/[\x21-\x7e]*")

@@ -20,9 +20,9 @@ from collections.abc import Iterator, Sequence
 
 from ngxffi.event.listening import Listening
 from ngxffi.lab import PRESETS, ExhaustResult, LabError, Options, Target, preset
-from ngxffi.lab.child import START_TIMEOUT_S
 from ngxffi.lab.experiment import exhaust as _exhaust
 from ngxffi.lab.fds import free_fds
+from ngxffi.lab.options import START_TIMEOUT_S
 
 __all__ = ["ExhaustResult", "LabError", "exhaust", "hold_fds", "nofile_limit"]
 
