@@ -191,6 +191,8 @@ class NgxSelector(BaseSelector):
         start = _monotonic() if timeout_ms > 0 else None
         n = _select(epfd, self._events, maxevents, timeout_ms, self._codes)
         if n < 0:  # EINTR waits again for the rest; any other errno raises
+            if ffi.errno != lib.EINTR:
+                raise nos.error("epoll_wait")
             n = nos.retry_wait(
                 "epoll_wait",
                 _select,

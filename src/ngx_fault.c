@@ -7,6 +7,7 @@
 
 #include <limits.h> /* IOV_MAX */
 #include <math.h>
+#include <pthread.h>
 
 /* The most iovec entries a short readv/writev passes on. */
 #define NGXFFI_FAULT_IOV 64
@@ -24,7 +25,12 @@ typedef struct {
 } ngxffi_fault_state_t;
 
 int ngxffi_fault_armed;
+_Thread_local int ngxffi_fault_capped;
 
+/* The table's lock: taken on the armed path only (the off path reads
+   ngxffi_fault_armed alone), so that a rule is never read half written and
+   the armed flag never misses a rule armed by another thread meanwhile. */
+static pthread_mutex_t ngxffi_fault_lock = PTHREAD_MUTEX_INITIALIZER;
 static ngxffi_fault_state_t ngxffi_faults[NGXFFI_SYS_N];
 static uint64_t ngxffi_fault_stream; /* splitmix64's state */
 
@@ -49,43 +55,53 @@ ngxffi_fault_draw(void)
     return z ^ (z >> 31);
 }
 
+/* Under the lock. */
 static void
 ngxffi_fault_rearm(void)
 {
     int i, any = 0;
 
-    for (i = 0; i < NGXFFI_SYS_N; i++) {
-        any |= __atomic_load_n(&ngxffi_faults[i].active, __ATOMIC_RELAXED);
-    }
+    for (i = 0; i < NGXFFI_SYS_N; i++) any |= ngxffi_faults[i].active;
     __atomic_store_n(&ngxffi_fault_armed, any, __ATOMIC_RELEASE);
+}
+
+/* Under the lock: whether the rule applies to this call. */
+static int
+ngxffi_fault_applies(ngxffi_fault_state_t *r)
+{
+    if (!r->active) return 0;
+    if (r->times > 0) {
+        if (--r->left == 0) {
+            r->active = 0;
+            ngxffi_fault_rearm();
+        }
+    } else if (!r->always && ngxffi_fault_draw() >= r->threshold) {
+        return 0;
+    }
+    r->hits++;
+    return 1;
 }
 
 int
 ngxffi_fault_hit(int call, size_t *cap)
 {
     ngxffi_fault_state_t *r;
-    int64_t left;
+    int err = 0;
 
+    ngxffi_fault_capped = 0;
     if (call < 0 || call >= NGXFFI_SYS_N) return 0;
     r = &ngxffi_faults[call];
-    if (!__atomic_load_n(&r->active, __ATOMIC_ACQUIRE)) return 0;
-    if (r->times > 0) {
-        left = __atomic_sub_fetch(&r->left, 1, __ATOMIC_RELAXED);
-        if (left < 0) return 0; /* another thread took the last one */
-        if (left == 0) {
-            __atomic_store_n(&r->active, 0, __ATOMIC_RELAXED);
-            ngxffi_fault_rearm();
+    pthread_mutex_lock(&ngxffi_fault_lock);
+    if (ngxffi_fault_applies(r)) {
+        err = r->err;
+        if (!err && cap != NULL && *cap > r->short_n) {
+            *cap = (size_t) r->short_n;
+            ngxffi_fault_capped = 1;
         }
-    } else if (!r->always && ngxffi_fault_draw() >= r->threshold) {
-        return 0;
     }
-    __atomic_add_fetch(&r->hits, 1, __ATOMIC_RELAXED);
-    if (r->err) {
-        errno = r->err;
-        return 1;
-    }
-    if (cap != NULL && *cap > r->short_n) *cap = (size_t) r->short_n;
-    return 0;
+    pthread_mutex_unlock(&ngxffi_fault_lock);
+    if (err) errno = err; /* after the unlock, which may set errno */
+    return err != 0;
 }
 
 static int
@@ -114,30 +130,31 @@ ngxffi_fault_set(int call, const ngxffi_fault_rule_t *rule)
         errno = EINVAL;
         return -1;
     }
+    pthread_mutex_lock(&ngxffi_fault_lock);
     if (call == -1) {
         for (i = 0; i < NGXFFI_SYS_N; i++) {
-            __atomic_store_n(&ngxffi_faults[i].active, 0, __ATOMIC_RELAXED);
-            __atomic_store_n(&ngxffi_faults[i].hits, rule->hits,
-                             __ATOMIC_RELAXED);
+            ngxffi_faults[i].active = 0;
+            ngxffi_faults[i].hits = rule->hits;
         }
         ngxffi_fault_rearm();
+        pthread_mutex_unlock(&ngxffi_fault_lock);
         return 0;
     }
     r = &ngxffi_faults[call];
-    __atomic_store_n(&r->active, 0, __ATOMIC_RELAXED);
     r->err = rule->err;
     r->short_n = (uint64_t) rule->short_n;
     r->times = rule->times;
-    __atomic_store_n(&r->left, rule->times, __ATOMIC_RELAXED);
+    r->left = rule->times;
     r->probability = rule->probability;
     r->always = rule->probability >= 1.0;
     /* below 1, p * 2**64 is below 2**64: the conversion is defined */
     r->threshold =
         r->always ? UINT64_MAX
                   : (uint64_t) (rule->probability * 18446744073709551616.0);
-    __atomic_store_n(&r->hits, rule->hits, __ATOMIC_RELAXED);
-    if (rule->active) __atomic_store_n(&r->active, 1, __ATOMIC_RELEASE);
+    r->hits = rule->hits;
+    r->active = rule->active != 0;
     ngxffi_fault_rearm();
+    pthread_mutex_unlock(&ngxffi_fault_lock);
     return 0;
 }
 
@@ -152,13 +169,15 @@ ngxffi_fault_get(int call, ngxffi_fault_rule_t *rule)
         return -1;
     }
     r = &ngxffi_faults[call];
-    rule->active = __atomic_load_n(&r->active, __ATOMIC_ACQUIRE);
+    pthread_mutex_lock(&ngxffi_fault_lock);
+    rule->active = r->active;
     rule->err = r->err;
     rule->short_n = (int64_t) r->short_n;
-    left = __atomic_load_n(&r->left, __ATOMIC_RELAXED);
+    left = r->left;
     rule->times = r->times > 0 ? (left > 0 ? left : 0) : 0;
     rule->probability = r->probability;
-    rule->hits = __atomic_load_n(&r->hits, __ATOMIC_RELAXED);
+    rule->hits = r->hits;
+    pthread_mutex_unlock(&ngxffi_fault_lock);
     return 0;
 }
 

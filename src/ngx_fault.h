@@ -14,9 +14,9 @@
  * the C hot paths inline them, and cffi (they are in its cdef) compiles its
  * own call to them, so Python and C share one rule table.
  *
- * The table is shared by the threads of a process (relaxed atomics); arming
- * while another thread makes the calls is allowed, with no promise on which
- * of its calls see the new rule first.
+ * The table is shared by the threads of a process, behind a lock that only
+ * the armed path takes; arming while another thread makes the calls is
+ * allowed, with no promise on which of its calls see the new rule first.
  */
 
 #ifndef NGX_FAULT_H_INCLUDED
@@ -44,6 +44,13 @@ enum {
 
 /* Nonzero while any rule is armed: the one load of the off path. */
 extern int ngxffi_fault_armed;
+
+/* Whether this thread's last call on the armed path was made short by a rule.
+   A stream read shorter than asked has emptied the socket, nginx concludes
+   (ngx_unix_recv), and the C read handlers with it; a read a rule capped is
+   short with more behind it, which the kernel never does: those handlers ask
+   NGXFFI_FAULT_CAPPED() before they conclude the socket is empty. */
+extern _Thread_local int ngxffi_fault_capped;
 
 /* The armed path (ngx_fault.c): 1 when this call is to fail (errno set),
    else 0, with *cap lowered to the rule's short count when it is a short
@@ -123,6 +130,29 @@ static inline int ngxffi_sys_openat(int dirfd, const char *pathname, int flags);
 #define NGXFFI_FAULT_ON()                                                      \
     __builtin_expect(__atomic_load_n(&ngxffi_fault_armed, __ATOMIC_RELAXED), 0)
 #endif
+
+/* How many times the C retries a call that EINTR interrupted before it hands
+   the call to Python (whose retries run the signal handlers): on a
+   non-blocking socket only a fault rule repeats EINTR, and a rule of
+   probability 1 must not make a loop no signal can break. */
+#define NGXFFI_EINTR_TRIES 16
+
+/* Whether this thread's last armed call was capped, and forget it (asked
+   right after the read; the rule may have expired with that very call). */
+static inline int
+ngxffi_fault_take_capped(void)
+{
+#ifdef NGXFFI_NO_FAULTS
+    return 0;
+#else
+    int capped = ngxffi_fault_capped;
+
+    if (capped) ngxffi_fault_capped = 0;
+    return capped;
+#endif
+}
+
+#define NGXFFI_FAULT_CAPPED() ngxffi_fault_take_capped()
 
 /* Whether a call without a length is to fail (errno set). */
 static inline int

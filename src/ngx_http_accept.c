@@ -36,13 +36,14 @@ ngxffi_http_serve_once(ngxffi_http_accept_t *x, int s)
     ssize_t n, sent;
 
     n = ngxffi_sys_recv(s, f->buf, f->size, 0);
+    x->more = NGXFFI_FAULT_CAPPED();
     if (n < 0) return ngxffi_http_hand_over(x, s, NULL, 0, 0); /* EAGAIN too */
     ngxffi_http_clock(f);
     len = n ? ngxffi_http_next(f, f->buf, (size_t) n, &a) : 0;
     /* a full read may have more behind it, which a close would leave unread
        (a reset, not a FIN): Python's, as in ngxffi_http_fast_read */
-    if (len == 0 || len != (size_t) n || (size_t) n == f->size || !a.close
-        || a.file != NULL || f->date_len == 0
+    if (len == 0 || len != (size_t) n || (size_t) n == f->size || x->more
+        || !a.close || a.file != NULL || f->date_len == 0
         || ngxffi_http_out_len(f, &a) > f->out_size)
     {
         return ngxffi_http_hand_over(x, s, f->buf, (size_t) n, 0);

@@ -24,6 +24,7 @@ typedef struct {
     uint32_t stash_len;
     int stash_out;
     int lost; /* the bytes read could not be kept: Python closes it */
+    int more; /* the read was capped by a fault rule: more may be behind it */
 } ngxffi_http_accept_t;
 
 int ngxffi_http_accept(ngxffi_cycle_t *cy, ngx_event_t *rev);

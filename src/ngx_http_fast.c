@@ -306,6 +306,7 @@ ngxffi_http_leave_output(ngx_event_t *rev, const ngxffi_http_fast_t *f,
     char *stash =
         ngxffi_http_stash(rev, &left, ngxffi_http_rest(f, n, sent), 1);
     ssize_t r;
+    int tries = 0;
 
     if (stash == NULL) return 0;
     if (sent < out) {
@@ -315,6 +316,7 @@ ngxffi_http_leave_output(ngx_event_t *rev, const ngxffi_http_fast_t *f,
     while (k < left) {
         r = ngxffi_sys_pread(file->fd, stash + k, left - k,
                              (off_t) (sent + k - out));
+        if (r < 0 && errno == EINTR && ++tries < NGXFFI_EINTR_TRIES) continue;
         if (r <= 0) {
             c->error = 1;
             break;
@@ -381,7 +383,8 @@ ngxffi_http_fast_read(ngxffi_cycle_t *cy, ngx_event_t *rev)
         return 1;
     }
     if (n <= 0) return 0; /* EOF or an error: Python reads again, closes */
-    if ((size_t) n == f->size) { /* a full read: there may be more */
+    /* a full read, or one a fault rule capped: there may be more */
+    if ((size_t) n == f->size || NGXFFI_FAULT_CAPPED()) {
         return ngxffi_http_leave_input(rev, f->buf, (size_t) n);
     }
     rev->ready = 0; /* a short read drained the socket (EPOLLRDHUP is in use) */

@@ -241,7 +241,7 @@ ngxffi_http_plain_read(const ngxffi_http_plain_t *pl, ngx_event_t *rev,
 {
     ngx_connection_t *c;
     ssize_t n;
-    int drained;
+    int drained, tries = 0;
 
     if (pl == NULL || rev == NULL || rev->data == NULL || pl->buf == NULL
         || pl->size == 0 || pl->out == NULL)
@@ -254,17 +254,21 @@ ngxffi_http_plain_read(const ngxffi_http_plain_t *pl, ngx_event_t *rev,
     }
     do {
         n = ngxffi_sys_recv(c->fd, pl->buf, pl->size, 0);
-    } while (n == -1 && errno == EINTR);
+    } while (n == -1 && errno == EINTR && ++tries < NGXFFI_EINTR_TRIES);
     if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         rev->ready = 0;
         return NGXFFI_PLAIN_AGAIN;
     }
+    /* EINTR again and again (only a fault rule does that to a non-blocking
+       socket): AGAIN with the event still ready, which Python posts for the
+       loop's next turn (signal handlers run in between) */
+    if (n == -1 && errno == EINTR) return NGXFFI_PLAIN_AGAIN;
     if (n <= 0) return NGXFFI_PLAIN_CLOSED;
     if (c->reusable && pl->cycle != NULL) {
         ngxffi_reusable_connection(pl->cycle, c, 1);
     }
-    drained =
-        (size_t) n < pl->size && pl->short_read_drains && !rev->pending_eof;
+    drained = (size_t) n < pl->size && pl->short_read_drains
+              && !rev->pending_eof && !NGXFFI_FAULT_CAPPED();
     if (drained) rev->ready = 0;
     pl->out[NGXFFI_PLAIN_DRAINED] = drained;
     pl->out[NGXFFI_PLAIN_TEXT] = 0;
@@ -283,6 +287,7 @@ ngxffi_http_plain_send(const ngxffi_http_plain_t *pl, int fd, const char *p,
                        size_t n, int64_t answered)
 {
     ssize_t sent;
+    int tries = 0;
 
     if (pl == NULL || (p == NULL && n) || answered < 0) {
         errno = EINVAL;
@@ -293,6 +298,6 @@ ngxffi_http_plain_send(const ngxffi_http_plain_t *pl, int fd, const char *p,
     }
     do {
         sent = ngxffi_sys_send(fd, p, n, MSG_NOSIGNAL);
-    } while (sent == -1 && errno == EINTR);
+    } while (sent == -1 && errno == EINTR && ++tries < NGXFFI_EINTR_TRIES);
     return sent;
 }

@@ -21,7 +21,7 @@
 #define NGXFFI_PLAIN_OUT     5 /* the size of out */
 
 /* ngxffi_http_plain_read's results that are not a length read */
-#define NGXFFI_PLAIN_AGAIN   -1 /* nothing to read (EAGAIN): not ready */
+#define NGXFFI_PLAIN_AGAIN   -1 /* nothing read: EAGAIN (not ready), or EINTR */
 #define NGXFFI_PLAIN_CLOSED  -2 /* EOF, or recv failed: close */
 #define NGXFFI_PLAIN_UNUSUAL -3 /* timed out, to close, a C handler's stash */
 

@@ -111,7 +111,12 @@ def add_parser(sub: Any) -> None:
         help="fault injection in the server (ngxffi's own calls only), e.g. "
         "accept4:ECONNABORTED:0.1; repeatable (see docs: fault injection)",
     )
-    p.add_argument("--inject-seed", type=int, default=0, help="the faults' seed")
+    p.add_argument(
+        "--inject-seed",
+        type=_seed,
+        default=0,
+        help="the faults' seed (read as NGXFFI_INJECT_SEED is: 10, 0x10)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per server")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the timelines")
     p.add_argument(
@@ -119,6 +124,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(run=run, parser=p)
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
 def _port(text: str) -> int:

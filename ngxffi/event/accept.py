@@ -126,7 +126,7 @@ def event_accept(ev: Event) -> None:
             return
         c = accepted(cycle, ev, ls, s)
         if c is not None:
-            ls.handler(c)
+            init_connection(cycle, ls, c)
         if not raw.available:
             _reorder_accept_events(cycle, ls)
             return
@@ -227,6 +227,20 @@ def shed_pending(cycle: Cycle, fd: int) -> int:
     if shed:
         log_error(WARN, f"{shed} pending connections closed: out of file descriptors")
     return shed
+
+
+def init_connection(cycle: Cycle, ls: Listening, c: Connection) -> None:
+    """The listening socket's handler on the new connection ``c``. One that fails to
+    register it with the event module (epoll_ctl: ENOMEM, or ENOSPC past
+    max_user_watches) raises OSError: the connection is closed then, as
+    ngx_http_init_connection closes one that ngx_handle_read_event failed, and the
+    accept loop goes on."""
+    try:
+        ls.handler(c)
+    except OSError as e:
+        log_error(ALERT, f"the new connection's handler failed: {e}", e.errno or 0)
+        if c.raw.fd != -1:  # the handler has not closed it itself
+            cycle.close_connection(c)
 
 
 def accepted(cycle: Cycle, ev: Event, ls: Listening, s: int) -> Connection | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from ngxffi._ngx import ffi, lib
-from ngxffi.event.accept import accepted, event_accept
+from ngxffi.event.accept import accepted, event_accept, init_connection
 from ngxffi.event.cycle import Cycle
 from ngxffi.event.event import Event
 from ngxffi.event.listening import Listening
@@ -74,9 +74,10 @@ class CAccept:
         # only when C's read filled its buffer (a short one emptied the socket, as
         # ngx_unix_recv concludes): so a last request does not linger for nothing
         full = not x.stash_out and x.stash_len >= x.fast.size
-        c.read.raw.ready = int(x.lost or full or not self.short_read_drains)
+        more = x.lost or full or x.more  # x.more: a fault rule capped the read
+        c.read.raw.ready = int(more or not self.short_read_drains)
         lib.ngxffi_http_accept_give(x, c.raw)
-        ls.handler(c)
+        init_connection(self.cycle, ls, c)
 
     def close(self) -> None:
         """No socket left waiting for Python (the server goes away)."""

@@ -28,6 +28,7 @@ from ngxffi.core.log import ALERT, INFO, log_error
 from ngxffi.event.connection import Connection
 from ngxffi.event.cycle import Cycle
 from ngxffi.event.event import Event
+from ngxffi.event.posted import post_event
 from ngxffi.http.core import HttpCoreConf
 from ngxffi.http.keepalive import KeepAlive
 from ngxffi.http.linger import BROKEN, UNREAD, finalize
@@ -194,6 +195,8 @@ class HttpConnection(KeepAlive):
                 if n > 0:
                     drained = out[DRAINED]
                 elif n == PLAIN_AGAIN:
+                    if rev.ready:  # interrupted, not drained: the next turn reads
+                        post_event(self.c.read, server.cycle.posted_next_events)
                     break
                 elif n != PLAIN_UNUSUAL:  # EOF, or an error such as ECONNRESET
                     self.close()

@@ -40,7 +40,11 @@ def send_pending(hc: HttpConnection) -> bool:
         if sent == n:
             return True
         if sent < 0:
-            if ffi.errno not in WOULD_BLOCK:  # such as EPIPE or ECONNRESET
+            err = ffi.errno
+            if err == lib.EINTR:  # C gave up retrying: flush's write retries (PEP 475)
+                hc.out = deque([bytearray(data)])
+                return flush(hc)
+            if err not in WOULD_BLOCK:  # such as EPIPE or ECONNRESET
                 hc.close()
                 return False
             sent = 0

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import dataclass
 
 from ngxffi import (
     Connection,
     Cycle,
     Event,
     handle_read_event,
+    handle_write_event,
     lib,
     process_events_and_timers,
 )
@@ -37,11 +39,41 @@ END = b"\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
 
 
+@dataclass
+class _Client:
+    """A connection's bytes: the input not yet answered, the output not yet sent."""
+
+    inbuf: bytes = b""
+    out: bytes = b""
+
+
+def _send(c: Connection) -> bool:
+    """Send what is queued (a send may take part of it: the rest waits for the write
+    event); False when the connection was closed."""
+    client: _Client = c.data
+    while client.out:
+        try:
+            n = nos.send(c.raw.fd, client.out, lib.MSG_NOSIGNAL)
+        except BlockingIOError:
+            c.write.raw.ready = 0
+            handle_write_event(c.write)
+            return True
+        except OSError:
+            c.cycle.close_connection(c)
+            return False
+        client.out = client.out[n:]
+    return True
+
+
+def _on_write(ev: Event) -> None:
+    _send(ev.data)
+
+
 def _on_read(ev: Event) -> None:
     """Read until EAGAIN (edge-triggered); answer each complete request; close on
     EOF or error."""
     c: Connection = ev.data
-    cycle = ev.cycle
+    client: _Client = c.data
     while True:
         try:
             data = nos.recv(c.raw.fd, 4096)
@@ -51,21 +83,20 @@ def _on_read(ev: Event) -> None:
         except OSError:
             data = b""
         if not data:
-            cycle.close_connection(c)
+            ev.cycle.close_connection(c)
             return
-        c.data += data
-        while END in c.data:
-            _, _, c.data = c.data.partition(END)
-            try:
-                nos.send(c.raw.fd, RESPONSE, lib.MSG_NOSIGNAL)
-            except OSError:
-                cycle.close_connection(c)
-                return
+        client.inbuf += data
+        while END in client.inbuf:
+            _, _, client.inbuf = client.inbuf.partition(END)
+            client.out += RESPONSE
+        if not _send(c):
+            return
 
 
 def _on_connection(c: Connection) -> None:
-    c.data = b""
+    c.data = _Client()
     c.read.handler = _on_read
+    c.write.handler = _on_write
     handle_read_event(c.read)
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import decimal
 import errno as _errno
 import math
 import os as _os
@@ -144,7 +145,7 @@ class Rule:
         if (self.error is None) == (self.short is None):
             raise ValueError(f"{self.call}: give an errno or a short count, not both")
         if self.error is not None and (
-            isinstance(self.error, bool) or not 0 < self.error < 4096
+            not _is_int(self.error) or self.error not in _errno.errorcode
         ):
             raise ValueError(f"{self.call}: no errno {self.error!r}")
         if self.short is not None:
@@ -153,17 +154,21 @@ class Rule:
                     f"{self.call} has no length to make short: short applies to "
                     f"{', '.join(c for c in CALLS if c in SHORTABLE)}"
                 )
-            if isinstance(self.short, bool) or self.short < 1:
-                raise ValueError(f"{self.call}: short=N needs N >= 1, not {self.short}")
+            if not _is_int(self.short) or not 1 <= self.short < _COUNT_MAX:
+                raise ValueError(
+                    f"{self.call}: short=N needs N in [1, 2**62), not {self.short}"
+                )
         if self.times is not None and self.probability is not None:
             raise ValueError(
                 f"{self.call}: the next N calls or a probability, not both"
             )
         if self.times is None and self.probability is None:
             object.__setattr__(self, "times", 1)
-        if self.times is not None and (isinstance(self.times, bool) or self.times < 1):
+        if self.times is not None and (
+            not _is_int(self.times) or not 1 <= self.times < _COUNT_MAX
+        ):
             raise ValueError(
-                f"{self.call}: the next N calls needs N >= 1, not {self.times}"
+                f"{self.call}: the next N calls needs N in [1, 2**62), not {self.times}"
             )
         p = self.probability
         if p is not None and not (isinstance(p, float | int) and 0 <= p <= 1):
@@ -176,9 +181,23 @@ class Rule:
         when = (
             str(self.times)
             if self.times is not None
-            else repr(float(self.probability or 0))
+            else _probability_text(float(self.probability or 0))
         )
         return f"{self.call}:{what}:{when}"
+
+
+_COUNT_MAX = 1 << 62  # the C's counts are int64_t
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _probability_text(p: float) -> str:
+    """``p`` with a decimal point and no exponent (``1e-05`` would read as no
+    probability), exactly enough digits to read back the same float."""
+    text = format(decimal.Decimal(repr(p)), "f")  # repr's digits, written out
+    return text if "." in text else text + ".0"
 
 
 def parse(spec: str) -> Rule:

@@ -180,12 +180,18 @@ class EpollModule:
 
     # --- notify ---------------------------------------------------------------------
 
+    # The eventfd is written and read with the raw calls, not the fault-injection
+    # wrappers: an eventfd takes 8 bytes or nothing (a short write is EINVAL), so a
+    # write or read rule meant for connections would only break the wake-up, and
+    # notify runs in signal handlers (worker.py), where nothing may raise.
+
     def notify(self, handler: Handler) -> None:
         """Wake the loop from any thread; it then calls ``handler(notify_event)``.
-        Imitates ngx_epoll_notify."""
+        Imitates ngx_epoll_notify: a failed write is logged at alert (nginx returns
+        NGX_ERROR, which its callers do not act on), never raised."""
         self.notify_handler = handler
-        if lib.ngxffi_sys_write(self.notify_fd, self._one, 8) != 8:
-            raise self._fail(f"write() to eventfd {self.notify_fd}")
+        if lib.write(self.notify_fd, self._one, 8) != 8:
+            log_error(ALERT, f"write() to eventfd {self.notify_fd} failed", ffi.errno)
 
     def _notify_handler(self, ev: Event) -> None:
         """Imitates ngx_epoll_notify_handler: the eventfd is edge-triggered, so its
@@ -193,7 +199,7 @@ class EpollModule:
         ev.raw.index += 1
         if ev.raw.index == _MAX_UINT32:
             ev.raw.index = 0
-            if lib.ngxffi_sys_read(self.notify_fd, self._count, 8) != 8:
+            if lib.read(self.notify_fd, self._count, 8) != 8:
                 log_error(ALERT, f"read() eventfd {self.notify_fd} failed", ffi.errno)
         self.notify_handler(ev)
 
