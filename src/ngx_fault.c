@@ -26,6 +26,7 @@ typedef struct {
 
 int ngxffi_fault_armed;
 _Thread_local int ngxffi_fault_capped;
+int ngxffi_fault_capped_ever;
 
 /* The table's lock: taken on the armed path only (the off path reads
    ngxffi_fault_armed alone), so that a rule is never read half written and
@@ -97,6 +98,7 @@ ngxffi_fault_hit(int call, size_t *cap)
         if (!err && cap != NULL && *cap > r->short_n) {
             *cap = (size_t) r->short_n;
             ngxffi_fault_capped = 1;
+            __atomic_store_n(&ngxffi_fault_capped_ever, 1, __ATOMIC_RELAXED);
         }
     }
     pthread_mutex_unlock(&ngxffi_fault_lock);

@@ -51,6 +51,10 @@ extern int ngxffi_fault_armed;
    short with more behind it, which the kernel never does: those handlers ask
    NGXFFI_FAULT_CAPPED() before they conclude the socket is empty. */
 extern _Thread_local int ngxffi_fault_capped;
+/* Set once a rule has capped a call in this process: until then the question
+   costs one load of a plain global, not a thread-local's (a call in a shared
+   object), on the C fast path's every request. */
+extern int ngxffi_fault_capped_ever;
 
 /* The armed path (ngx_fault.c): 1 when this call is to fail (errno set),
    else 0, with *cap lowered to the rule's short count when it is a short
@@ -145,8 +149,14 @@ ngxffi_fault_take_capped(void)
 #ifdef NGXFFI_NO_FAULTS
     return 0;
 #else
-    int capped = ngxffi_fault_capped;
+    int capped;
 
+    if (!__builtin_expect(
+            __atomic_load_n(&ngxffi_fault_capped_ever, __ATOMIC_RELAXED), 0))
+    {
+        return 0;
+    }
+    capped = ngxffi_fault_capped;
     if (capped) ngxffi_fault_capped = 0;
     return capped;
 #endif
