@@ -203,7 +203,14 @@ def _announce(target: Target, opts: Options) -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM and SIGHUP stop the run as Ctrl-C does
+    """SIGTERM and SIGHUP stop the run as Ctrl-C does, through SIGINT's handler of
+    the moment: while the clients run, asyncio.run's, which cancels them cleanly (a
+    KeyboardInterrupt raised in the middle of the event loop can leave it half
+    made). Where SIGINT is ignored (a background job's), the KeyboardInterrupt is
+    raised here."""
+    if not callable(signal.getsignal(signal.SIGINT)):
+        raise KeyboardInterrupt
+    signal.raise_signal(signal.SIGINT)
 
 
 def _experiments(
