@@ -17,9 +17,12 @@ milliseconds, turns that back into seconds and hands it to ``select.epoll.poll``
 rounds again, so about one timeout in eight waits a millisecond longer (0.009 s waits
 10 ms). NgxSelector passes the rounded milliseconds straight to the kernel.
 
-``new_event_loop()`` is an ``asyncio.SelectorEventLoop`` on it, ``EventLoopPolicy``
-makes every new loop one, and ``run(coro)`` runs a coroutine on one without touching
-the global policy.
+Loop factories are the way in: ``new_event_loop()`` is an ``asyncio.SelectorEventLoop``
+on it (``asyncio.Runner(loop_factory=new_event_loop)``, uvicorn's ``--loop``, anyio's
+and pytest-asyncio's loop factories take it), and ``run(coro)`` is ``asyncio.run`` on
+one, without touching the global policy. ``EventLoopPolicy``, which makes every new
+loop one, is made only when asked for: importing this module never touches asyncio's
+policy system, which Python 3.14 deprecates and 3.16 removes.
 """
 
 from __future__ import annotations
@@ -239,12 +242,41 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.SelectorEventLoop(NgxSelector())
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
-    """The default policy (child watchers included), with loops on NgxSelector:
-    ``asyncio.set_event_loop_policy(ngxffi.selector.EventLoopPolicy())``."""
+def _event_loop_policy() -> type:
+    """The default policy (child watchers included), with loops on NgxSelector.
 
-    def new_event_loop(self) -> asyncio.AbstractEventLoop:
-        return new_event_loop()
+    Made on first use, not at import: Python 3.14 deprecates asyncio's policy
+    system (asking for ``asyncio.DefaultEventLoopPolicy`` warns, an error under
+    ``-W error``) and 3.16 removes it, so importing this module must not touch it;
+    only a program that asks for the policy gets the warning, or the AttributeError
+    once the system is gone."""
+    try:
+        base = asyncio.DefaultEventLoopPolicy
+    except AttributeError:
+        raise AttributeError(
+            "ngxffi.selector.EventLoopPolicy: this Python has no asyncio policy "
+            "system; use a loop factory: selector.run(main()), "
+            "asyncio.Runner(loop_factory=selector.new_event_loop)"
+        ) from None
+
+    class EventLoopPolicy(base):  # type: ignore[misc, valid-type]
+        """The default policy, with loops on NgxSelector:
+        ``asyncio.set_event_loop_policy(ngxffi.selector.EventLoopPolicy())``."""
+
+        def new_event_loop(self) -> asyncio.AbstractEventLoop:
+            return new_event_loop()
+
+    EventLoopPolicy.__module__ = __name__
+    return EventLoopPolicy
+
+
+def __getattr__(name: str) -> Any:
+    """``EventLoopPolicy``, made when first asked for (:func:`_event_loop_policy`)."""
+    if name == "EventLoopPolicy":
+        policy = _event_loop_policy()
+        globals()[name] = policy
+        return policy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run(main: Coroutine[Any, Any, T], *, debug: bool | None = None) -> T:

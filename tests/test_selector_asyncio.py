@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -142,3 +143,48 @@ def test_timeouts_and_call_later_keep_their_order() -> None:
         return order
 
     assert run(main()) == [1, 2, 3]
+
+
+POLICYLESS = """
+import asyncio
+del asyncio.DefaultEventLoopPolicy  # as Python 3.16 will have it
+import ngxffi.selector as selector
+
+async def main():
+    await asyncio.sleep(0)
+    return type(asyncio.get_running_loop()._selector).__name__
+
+print(selector.run(main()))
+with asyncio.Runner(loop_factory=selector.new_event_loop) as runner:
+    print(runner.run(main()))
+try:
+    selector.EventLoopPolicy
+except AttributeError as e:
+    print("AttributeError:", e)
+"""
+
+
+def test_the_module_never_touches_the_policy_system_unless_asked() -> None:
+    """Importing ngxffi.selector and its loop factories work where asyncio has no
+    policy system (3.16); only asking for EventLoopPolicy fails, saying what to
+    use instead."""
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", POLICYLESS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:2] == ["NgxSelector", "NgxSelector"]
+    assert lines[2].startswith("AttributeError: ngxffi.selector.EventLoopPolicy: ")
+    assert "loop_factory=selector.new_event_loop" in lines[2]
+
+
+def test_the_policy_is_made_once_and_is_the_default_one() -> None:
+    from ngxffi import selector
+
+    policy = selector.EventLoopPolicy
+    assert selector.EventLoopPolicy is policy  # made once
+    assert issubclass(policy, asyncio.DefaultEventLoopPolicy)
+    assert policy.__module__ == "ngxffi.selector"
