@@ -17,6 +17,7 @@ still running; -N when a signal N killed it, as :mod:`subprocess` says).
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable
 
@@ -65,6 +66,23 @@ async def _waves(
     result.record(samples, (wave1, wave2), released, done)
 
 
+_STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+def _runner() -> asyncio.Runner:
+    """An asyncio.Runner whose loop is made while the signals that stop a run wait:
+    an interrupt in the middle of building a loop leaves it half made (its __del__
+    then prints a traceback); one that comes after finds it whole, and the Runner
+    closes it."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        runner = asyncio.Runner()
+        runner.get_loop()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return runner
+
+
 def exhaust(
     target: Target, options: Options, progress: Progress | None = None
 ) -> ExhaustResult:
@@ -92,7 +110,8 @@ def exhaust(
             running(target, options, env) as s,
         ):
             result.port = s.port
-            asyncio.run(_waves(s, options, result, progress))
+            with _runner() as runner:
+                runner.run(_waves(s, options, result, progress))
             if result.exit_status is None:
                 result.exit_status = s.proc.poll()
     except StartError as e:
