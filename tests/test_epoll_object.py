@@ -72,10 +72,24 @@ def parameters(f: Any) -> list[tuple[str, Any]]:
     return [(p.name, p.default) for p in sig.parameters.values() if p.name != "self"]
 
 
+def reference(name: str) -> list[tuple[str, Any]]:
+    """select.epoll's parameters. CPython 3.13.0's inspect cannot evaluate
+    register's default, ``select.EPOLLIN | select.EPOLLPRI | select.EPOLLOUT`` in
+    its text signature (it finds the module's ``select`` function under that
+    name): that one is read from the text signature itself."""
+    f = getattr(select.epoll, name)
+    try:
+        return parameters(f)
+    except AttributeError:
+        text = f.__text_signature__
+        assert "eventmask=select.EPOLLIN | select.EPOLLPRI | select.EPOLLOUT" in text
+        return [("fd", inspect.Parameter.empty), ("eventmask", IN | PRI | OUT)]
+
+
 @pytest.mark.parametrize("name", ["register", "modify", "unregister", "poll", "fromfd"])
 def test_the_parameters_and_defaults_are_select_epolls(name: str) -> None:
     ours = getattr(Epoll, name)
-    assert parameters(ours) == parameters(getattr(select.epoll, name))
+    assert parameters(ours) == reference(name)
     if name == "register":
         assert parameters(ours)[1] == ("eventmask", IN | PRI | OUT)
 
