@@ -543,9 +543,29 @@ def root(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def queues(port: int, state: str) -> list[int]:
+    """From /proc/net/tcp, the rx_queue of each IPv4 socket on local port ``port``
+    in ``state`` (0A: LISTEN, where it is the accept queue's length; 01:
+    ESTABLISHED, where it is the bytes not read yet)."""
+    found = []
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == state:
+                found.append(int(fields[4].split(":")[1], 16))
+    return found
+
+
+def until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "the kernel never showed it"
+
+
 def connected(loop: Loop, n: int) -> list[socket.socket]:
+    """n clients, all in the listener's accept queue before the next turn."""
     clients = [loop.connect() for _ in range(n)]
-    time.sleep(0.05)  # all in the backlog before the next turn
+    until(lambda: queues(loop.port, "0A") == [n])
     return clients
 
 
@@ -630,7 +650,8 @@ def test_eintr_mid_batch_loses_no_event() -> None:
         ):
             for s in clients:
                 s.sendall(PLAIN)
-            time.sleep(0.05)
+            # every request in its server socket before the turn: one batch
+            until(lambda: sum(q > 0 for q in queues(loop.port, "01")) == 8)
             for s, want in zip(clients, expected, strict=True):
                 loop.turn_until(s)
                 assert undated(b"\r\n\r\n".join(read_response(s))) == want
