@@ -27,6 +27,7 @@ import chart
 import dispatch
 import faults
 import idle_memory
+import sleep_precision
 import syscalls
 from servers import ONLY, selected, which
 
@@ -48,6 +49,11 @@ SECTIONS: list[tuple[str, str, Callable[[], str]]] = [  # key, title, run
         "asyncio_loops",
         "asyncio: default loop vs NgxSelector (benchmarks/asyncio_loops.py)",
         asyncio_loops.main,
+    ),
+    (
+        "sleep_precision",
+        "asyncio.sleep below a millisecond (benchmarks/sleep_precision.py)",
+        sleep_precision.main,
     ),
     ("syscalls", "Binding: per-call cost (benchmarks/syscalls.py)", syscalls.main),
     (

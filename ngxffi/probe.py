@@ -67,6 +67,14 @@ def accept4() -> bool:
     return bool(ffi.errno != lib.ENOSYS)
 
 
+def epoll_pwait2() -> bool:
+    """Whether the kernel has epoll_pwait2 (Linux 5.11+), the wait with a timespec
+    timeout that lets :mod:`ngxffi.selector` wait less than a millisecond: asked with
+    no events to take, it fails at once, EINVAL where it exists, ENOSYS (or EPERM,
+    from a seccomp filter older than it) where not. nginx has only epoll_wait."""
+    return bool(lib.ngxffi_epoll_pwait2_probe())
+
+
 def openat2() -> bool:
     """Whether openat2 (Linux 5.6+) opens beneath a directory: ``.`` under ``/``
     with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS. No when the

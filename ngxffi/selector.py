@@ -4,18 +4,21 @@
 respect — return values, exceptions (the selectors module's messages; the kernel's
 errors with their class and errno, worded as in :mod:`ngxffi.os`), the read-only live
 map (which finds a file object by identity once it is closed), ``modify`` of the data
-alone not touching the kernel, ``unregister`` of an fd closed since, timeouts rounded up
-to the millisecond, EINTR retried with the remaining time (PEP 475), ``get_map()``
+alone not touching the kernel, ``unregister`` of an fd closed since, a wait never
+shorter than its timeout, EINTR retried with the remaining time (PEP 475), ``get_map()``
 returning ``None`` and ``fileno()`` raising once closed. Underneath it is an
 :class:`ngxffi.epoll.Epoll` (registrations, the descriptor, the event array), and each
 wait is one C call, ``ngxffi_epoll_select``, which waits into the Epoll's array and
 writes every ready fd as one int, ``fd << 2 | EVENT_READ/EVENT_WRITE``, instead of a
 list of tuples.
 
-One difference, in NgxSelector's favour: EpollSelector rounds the timeout up to whole
-milliseconds, turns that back into seconds and hands it to ``select.epoll.poll``, which
-rounds again, so about one timeout in eight waits a millisecond longer (0.009 s waits
-10 ms). NgxSelector passes the rounded milliseconds straight to the kernel.
+The deliberate difference is the timeout's precision. EpollSelector rounds it up to
+whole milliseconds, as epoll_wait takes them (and about one timeout in eight waits a
+millisecond longer still: 0.009 s waits 10 ms, rounded twice), so ``asyncio.sleep
+(0.0001)`` lasts over a millisecond. Where the kernel has ``epoll_pwait2`` (Linux 5.11,
+a timespec timeout), NgxSelector waits to the nanosecond, rounded up; elsewhere it falls
+back to epoll_wait and whole milliseconds, rounded once (:func:`precise`). Timeouts
+EpollSelector refuses, it refuses with the same exceptions.
 
 Loop factories are the way in: ``new_event_loop()`` is an ``asyncio.SelectorEventLoop``
 on it (``asyncio.Runner(loop_factory=new_event_loop)``, uvicorn's ``--loop``, anyio's
@@ -67,12 +70,31 @@ def _fd_of(fileobj: Any) -> int:
     return fd
 
 
-def _wait_ms(timeout: float | None) -> int:
-    """selectors' timeout in epoll's unit: None waits forever (-1), zero or less
-    polls, and a positive wait is rounded up, so that it lasts *at least* timeout."""
+# The longest wait EpollSelector takes: select.epoll.poll refuses more than INT_MAX ms.
+_MAX_WAIT_NS = 0x7FFFFFFF * 10**6
+
+
+def _wait_ns(timeout: float | None) -> int:
+    """selectors' timeout in ngxffi_epoll_select's nanoseconds: None waits forever
+    (-1), zero or less polls, and a positive wait is rounded up, so that it lasts *at
+    least* timeout; NaN and infinity raise as in EpollSelector, and so does a wait
+    longer than it takes."""
     if timeout is None:
         return -1
-    return math.ceil(timeout * 1e3) if timeout > 0 else 0
+    if timeout <= 0:
+        return 0
+    ns = math.ceil(timeout * 1e9)  # ValueError for NaN, OverflowError for infinity
+    if ns > _MAX_WAIT_NS:
+        raise OverflowError("timeout is too large")
+    return ns
+
+
+def precise(use: bool | None = None) -> bool:
+    """Whether waits (the selector's and the event core's) go through
+    ``epoll_pwait2``, to the nanosecond; ``use=False`` turns it off for the process,
+    back to epoll_wait's milliseconds, and ``use=True`` on again where the kernel has
+    it (probed as ``ngxffi info`` does). No call of nginx: it has only epoll_wait."""
+    return bool(lib.ngxffi_epoll_pwait2(-1 if use is None else int(use)))
 
 
 class _Keys(Mapping[Any, SelectorKey]):
@@ -185,14 +207,14 @@ class NgxSelector(BaseSelector):
         """Wait up to ``timeout`` seconds (None: forever) for registered files to be
         ready; ``(key, events)`` for each. One C call waits and decodes the batch; an
         interrupted or failed one goes through :func:`ngxffi.os.retry_wait`."""
-        timeout_ms = _wait_ms(timeout)
+        timeout_ns = _wait_ns(timeout)
         epfd = self._epfd
         if epfd < 0:
             self._epoll.fileno()  # raises the closed epoll object's ValueError
         by_fd = self._keys.by_fd
         maxevents = len(by_fd) or 1
-        start = _monotonic() if timeout_ms > 0 else None
-        n = _select(epfd, self._events, maxevents, timeout_ms, self._codes)
+        start = _monotonic() if timeout_ns > 0 else None
+        n = _select(epfd, self._events, maxevents, timeout_ns, self._codes)
         if n < 0:  # EINTR waits again for the rest; any other errno raises
             if ffi.errno != lib.EINTR:
                 raise nos.error("epoll_wait")
@@ -202,9 +224,10 @@ class NgxSelector(BaseSelector):
                 epfd,
                 self._events,
                 maxevents,
-                timeout_ms,
+                timeout_ns,
                 self._codes,
                 start=start,
+                per_second=10**9,
             )
         ready = []
         for code in _unpack(self._codes, n):

@@ -4,6 +4,8 @@
 
 #include "ngxffi.h"
 
+#include <limits.h> /* INT_MAX */
+
 /* (uintptr_t) c | instance, as ngx_epoll_add_event writes it into data.ptr;
    strong tags add the connection's generation in the bits above the user
    address space. */
@@ -207,6 +209,68 @@ ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace)
     return k;
 }
 
+/* Whether waits go through epoll_pwait2: -1 until the first wait or
+   ngxffi_epoll_pwait2 finds out, then 0 or 1. Threads may find out at once:
+   they find the same answer. */
+static int ngxffi_pwait2 = -1;
+
+/* With no events to take, epoll_pwait2 fails at once: EINVAL where it is
+   there; ENOSYS without it, EPERM from a seccomp filter older than it. The raw
+   call: a fault rule must not change the answer. */
+int
+ngxffi_epoll_pwait2_probe(void)
+{
+#ifdef SYS_epoll_pwait2
+    struct timespec zero = {0, 0};
+    int err;
+
+    if (syscall(SYS_epoll_pwait2, -1, NULL, 0, &zero, NULL, (size_t) 0) == 0) {
+        return 1;
+    }
+    err = errno;
+    return err != ENOSYS && err != EPERM;
+#else
+    return 0;
+#endif
+}
+
+int
+ngxffi_epoll_pwait2(int use)
+{
+    int have = __atomic_load_n(&ngxffi_pwait2, __ATOMIC_RELAXED);
+
+    if (have < 0 || use > 0) have = ngxffi_epoll_pwait2_probe();
+    if (use == 0) have = 0;
+    __atomic_store_n(&ngxffi_pwait2, have, __ATOMIC_RELAXED);
+    return have;
+}
+
+int
+ngxffi_epoll_wait_ns(int ep, struct epoll_event *list, int maxevents,
+                     int64_t timeout_ns)
+{
+    struct timespec ts;
+    int64_t ms;
+
+    if (__atomic_load_n(&ngxffi_pwait2, __ATOMIC_RELAXED) < 0) {
+        ngxffi_epoll_pwait2(-1);
+    }
+    if (__atomic_load_n(&ngxffi_pwait2, __ATOMIC_RELAXED) > 0) {
+        if (timeout_ns < 0) {
+            return ngxffi_sys_epoll_pwait2(ep, list, maxevents, NULL);
+        }
+        ts.tv_sec = (time_t) (timeout_ns / 1000000000);
+        ts.tv_nsec = (long) (timeout_ns % 1000000000);
+        return ngxffi_sys_epoll_pwait2(ep, list, maxevents, &ts);
+    }
+    /* epoll_wait: whole milliseconds, rounded up so the wait is never short,
+       and at most INT_MAX of them */
+    ms = timeout_ns < 0 ? -1
+                        : timeout_ns / 1000000 + (timeout_ns % 1000000 != 0);
+    return ngxffi_sys_epoll_wait(ep, list, maxevents,
+                                 ms > INT_MAX ? INT_MAX : (int) ms);
+}
+
 /* epoll_wait and the first decision on its batch in one call: the per-batch
    cost of crossing from Python to C is paid once. Returns -1 (errno set by
    epoll_wait), or the number of handlers to call, with NGXFFI_BATCH_INVALID
@@ -225,7 +289,8 @@ ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace)
         return -1;
     }
     invalid = cy->invalid_events;
-    n = ngxffi_sys_epoll_wait(cy->ep, cy->event_list, cy->nevents, timer);
+    n = ngxffi_epoll_wait_ns(cy->ep, cy->event_list, cy->nevents,
+                             timer < 0 ? -1 : (int64_t) timer * 1000000);
     cy->batch_n = n < 0 ? 0 : n;
     if (n <= 0) return n;
     k = ngxffi_epoll_decide(cy, 0, post, trace);
@@ -233,15 +298,16 @@ ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace)
     return cy->invalid_events == invalid ? k : k | NGXFFI_BATCH_INVALID;
 }
 
-/* For ngxffi.selector: epoll_wait, then each event as fd << 2 | the selectors
-   module's mask, computed as EpollSelector.select does: EVENT_WRITE (2) for
-   anything but EPOLLIN, EVENT_READ (1) for anything but EPOLLOUT. -1 and errno
-   on failure: EINVAL without arrays, EOVERFLOW for an fd above
-   NGXFFI_SELECT_FD_MAX, whose code would not fit (its events stay for the next
-   wait: they are level-triggered). */
+/* For ngxffi.selector: the wait (ngxffi_epoll_wait_ns), then one code per
+   event, fd << 2 | the selectors module's mask, computed as
+   EpollSelector.select does: EVENT_WRITE (2) for anything but EPOLLIN,
+   EVENT_READ (1) for anything but EPOLLOUT. -1 and errno on failure: EINVAL
+   without arrays, EOVERFLOW for an fd above NGXFFI_SELECT_FD_MAX, whose code
+   would not fit (its events stay for the next wait: they are level-triggered).
+ */
 int
 ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents,
-                    int timeout, int32_t *codes)
+                    int64_t timeout_ns, int32_t *codes)
 {
     int i, n;
 
@@ -249,7 +315,7 @@ ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents,
         errno = EINVAL;
         return -1;
     }
-    n = ngxffi_sys_epoll_wait(ep, list, maxevents, timeout);
+    n = ngxffi_epoll_wait_ns(ep, list, maxevents, timeout_ns);
     for (i = 0; i < n; i++) {
         uint32_t e = list[i].events;
         if (list[i].data.u64 > NGXFFI_SELECT_FD_MAX) {

@@ -39,7 +39,18 @@ int ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace);
 int ngxffi_epoll_process(ngxffi_cycle_t *cy, int timer, int post, int trace);
 int ngxffi_poll_ready(const struct pollfd *list, int n, int32_t *out);
 int ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents,
-                        int timeout, int32_t *codes);
+                        int64_t timeout_ns, int32_t *codes);
+/* Whether waits use epoll_pwait2 (Linux 5.11+, a timespec timeout): use -1
+   asks (probing the kernel the first time), 0 turns it off, 1 on where the
+   kernel has it; returns the answer, 0 or 1. */
+int ngxffi_epoll_pwait2(int use);
+/* Whether the kernel has epoll_pwait2 (1) or not (0), found by trying. */
+int ngxffi_epoll_pwait2_probe(void);
+/* epoll_wait with a timeout in nanoseconds (< 0: forever): epoll_pwait2
+   where it is in use, else epoll_wait with the timeout rounded up to whole
+   milliseconds (at most INT_MAX). */
+int ngxffi_epoll_wait_ns(int ep, struct epoll_event *list, int maxevents,
+                         int64_t timeout_ns);
 /* cffi cdef: end */
 
 #endif /* NGX_EPOLL_H_INCLUDED */

@@ -73,11 +73,12 @@ def test_info_json_reports_layout_features_and_limits() -> None:
     assert report["structs"]["ngx_connection_t"]["size"] == ffi.sizeof(
         "ngx_connection_t"
     )
-    # This machine's kernel is modern: all four are there.
+    # This machine's kernel is modern (6.x): all five are there.
     assert report["features"] == {
         "EPOLLRDHUP": True,
         "EPOLLEXCLUSIVE": True,
         "accept4": True,
+        "epoll_pwait2": True,
         "openat2": True,
     }
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -92,6 +93,7 @@ def test_info_text_names_every_section() -> None:
         "EPOLLRDHUP",
         "EPOLLEXCLUSIVE",
         "accept4",
+        "epoll_pwait2",
         "openat2",
         "RLIMIT_NOFILE",
         "struct epoll_event: size",
@@ -108,6 +110,7 @@ def test_probes_leave_no_descriptor_behind() -> None:
         assert ngxffi.probe.epoll_exclusive() is True
         assert ngxffi.probe.accept4() is True
         assert ngxffi.probe.openat2() is True
+        assert ngxffi.probe.epoll_pwait2() is True
     assert sorted(Path("/proc/self/fd").iterdir()) == before
 
 

@@ -285,6 +285,30 @@ def test_positive_timeouts_wait_at_least_that_long(
     assert time.monotonic() - start >= timeout
 
 
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [
+        (float("nan"), ValueError),
+        (float("inf"), OverflowError),
+        (2**31 / 1000, OverflowError),  # select.epoll.poll takes at most INT_MAX ms
+    ],
+)
+def test_timeouts_it_cannot_wait_are_refused(
+    sel: selectors.BaseSelector, timeout: float, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        sel.select(timeout)
+
+
+def test_the_longest_timeout_it_takes_is_taken(
+    sel: selectors.BaseSelector, pair: Pair
+) -> None:
+    a, b = pair
+    key = sel.register(a, R)
+    b.send(b"x")
+    assert sel.select((2**31 - 1) / 1000) == [(key, R)]
+
+
 def test_none_blocks_until_ready(sel: selectors.BaseSelector, pair: Pair) -> None:
     a, b = pair
     key = sel.register(a, R)

@@ -37,6 +37,7 @@ def collect() -> dict[str, Any]:
             "EPOLLRDHUP": probe.epoll_rdhup(),
             "EPOLLEXCLUSIVE": probe.epoll_exclusive(),
             "accept4": probe.accept4(),
+            "epoll_pwait2": probe.epoll_pwait2(),
             "openat2": probe.openat2(),
         },
         "RLIMIT_NOFILE": {"soft": soft, "hard": hard},

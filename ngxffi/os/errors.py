@@ -68,28 +68,31 @@ def retry_wait(
     fd: int,
     events: Any,
     maxevents: int,
-    timeout_ms: int,
+    timeout: int,
     *more: Any,
     start: float | None = None,
+    per_second: int = 1000,
 ) -> int:
     """:func:`retry` for a wait shaped like epoll_wait, ``fn(fd, events, maxevents,
-    timeout_ms, *more)``: after EINTR it waits for what remains of ``timeout_ms``
-    (rounded up), not for all of it again. ``start`` is when the wait began
-    (``time.monotonic()``), for a caller that already tried once itself, as
-    ``ngxffi.selector`` does; by default, now."""
-    if timeout_ms <= 0:  # -1 (forever) and 0 (a poll) stay as they are
-        return retry(call, fn, fd, events, maxevents, timeout_ms, *more)
-    deadline = (time.monotonic() if start is None else start) + timeout_ms / 1000
+    timeout, *more)``: after EINTR it waits for what remains of ``timeout`` (rounded
+    up), not for all of it again. ``timeout`` is in milliseconds, epoll_wait's unit,
+    unless ``per_second`` says otherwise (10**9 for ``ngxffi_epoll_select``'s
+    nanoseconds). ``start`` is when the wait began (``time.monotonic()``), for a
+    caller that already tried once itself, as ``ngxffi.selector`` does; by default,
+    now."""
+    if timeout <= 0:  # -1 (forever) and 0 (a poll) stay as they are
+        return retry(call, fn, fd, events, maxevents, timeout, *more)
+    deadline = (time.monotonic() if start is None else start) + timeout / per_second
 
     def wait() -> int:
-        return fn(fd, events, maxevents, _remaining_ms(deadline), *more)
+        return fn(fd, events, maxevents, _remaining(deadline, per_second), *more)
 
     return retry(call, wait)
 
 
-def _remaining_ms(deadline: float) -> int:
-    """Milliseconds left until ``deadline`` (monotonic s), rounded up.
+def _remaining(deadline: float, per_second: int) -> int:
+    """What is left until ``deadline`` (monotonic s), in 1/per_second, rounded up.
 
     Called after EINTR: the pending signal handlers run as this call begins, so the
     time they took is not waited for again."""
-    return max(0, math.ceil((deadline - time.monotonic()) * 1000))
+    return max(0, math.ceil((deadline - time.monotonic()) * per_second))
