@@ -7,6 +7,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-
 CSRC   := $(wildcard src/*.c src/*.h)
+# The extras a stamp installs where it needs more than its own: the suite's brings the
+# frameworks its recipes run (tests/test_recipes.py), in .venv and .venv-sanitize.
+EXTRAS_test := test,integration
 
 # The C's warnings (build_ffi.py) are errors in every build made here, CI's too; a
 # plain `pip install` keeps them warnings. `make test NGXFFI_WERROR=0` builds without.
@@ -84,7 +87,7 @@ sanitize:
 	if [ ! -f $(SAN_VENV)/.installed ] || [ -n "$$(cd $(SAN_DIR) && find src build_ffi.py \
 		setup.py pyproject.toml -newer $(abspath $(SAN_VENV))/.installed)" ]; then \
 		NGXFFI_SANITIZE=1 $(SAN_VENV)/bin/pip install --quiet \
-		--disable-pip-version-check -e '$(SAN_DIR)[test]' \
+		--disable-pip-version-check -e '$(SAN_DIR)[$(EXTRAS_test)]' \
 		&& touch $(SAN_VENV)/.installed; fi
 	readelf -d $(SAN_DIR)/ngxffi/_ngx.*.so | grep -q 'NEEDED.*libasan' \
 		|| { echo "$(SAN_DIR)/ngxffi/_ngx: not built with ASan" >&2; exit 1; }
@@ -143,7 +146,8 @@ $(PY):
 
 # One stamp per extra (test, bench, lint): installing one never hides another.
 $(STAMP)%: $(PY) pyproject.toml setup.py build_ffi.py $(CSRC)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$*]'
+	$(PY) -m pip install --quiet --disable-pip-version-check \
+		-e '.[$(or $(EXTRAS_$*),$*)]'
 	@touch $@
 
 clean:

@@ -14,6 +14,10 @@ from ngxffi import Connection, Cycle, ffi, lib
 from ngxffi import os as nos
 from ngxffi.event.modules.epoll import EpollModule
 
+# the framework recipes' apps and pytest configurations: test_recipes.py runs them, the
+# configurations each in a pytest run of its own, as a project using them would
+collect_ignore = ["recipes"]
+
 
 @pytest.fixture
 def fds() -> Iterator[list[int]]:
