@@ -27,7 +27,14 @@ command -v $(1) >/dev/null 2>&1 || { \
 	|| { apt-get update -q >/dev/null && apt-get install -y -q $(2) >/dev/null; }; }
 endef
 
-.PHONY: run test bench bench-slow lint docs sanitize fuzz clean
+# $(call copy-tree,DIR): the working tree's files (tracked and untracked, not ignored)
+# copied into DIR, for a build that must not touch this tree's extension.
+define copy-tree
+git ls-files -co --exclude-standard | while read -r f; do [ ! -f "$$f" ] \
+	|| echo "$$f"; done | tar -cf - -T - | tar -xf - -C $(1)
+endef
+
+.PHONY: run test test-matrix bench bench-slow lint docs sanitize fuzz clean
 
 run: $(STAMP)test
 	$(VENV)/bin/ngxffi info
@@ -35,6 +42,24 @@ run: $(STAMP)test
 
 test: $(STAMP)test
 	$(PY) -m pytest
+
+# The version matrix: `make test` on each other CPython of MATRIX (.venv's own is the
+# oldest supported, 3.11), each in a copy of the working tree under build/py<version>
+# with its own .venv there, because the editable install builds the extension into
+# the tree it installs. Each interpreter is pyenv's newest <version>.*, else
+# python<version> on PATH; one that is missing fails the target (pyenv install).
+MATRIX ?= 3.13
+test-matrix:
+	@set -e; for v in $(MATRIX); do \
+		py=$$(ls -d $$HOME/.pyenv/versions/$$v.*/bin/python$$v 2>/dev/null \
+			| sort -V | tail -n 1); py=$${py:-$$(command -v python$$v)}; \
+		"$$py" -c '' 2>/dev/null || { \
+			echo "test-matrix: no python$$v (pyenv install $$v)" >&2; exit 1; }; \
+		dir=build/py$$v; rm -rf $$dir/tests $$dir/examples; mkdir -p $$dir; \
+		$(call copy-tree,$$dir); \
+		echo "test-matrix: $$($$py --version) in $$dir"; \
+		$(MAKE) -C $$dir test PYTHON=$$py; \
+	done
 
 bench: $(STAMP)bench
 	$(PY) benchmarks/run.py
@@ -81,8 +106,7 @@ SAN_UNSANITIZED := curl
 sanitize:
 	rm -rf $(SAN_DIR)/tests $(SAN_DIR)/examples  # no test the tree no longer has
 	mkdir -p $(SAN_DIR)
-	git ls-files -co --exclude-standard | while read -r f; do [ ! -f "$$f" ] \
-		|| echo "$$f"; done | tar -cf - -T - | tar -xf - -C $(SAN_DIR)
+	$(call copy-tree,$(SAN_DIR))
 	test -x $(SAN_VENV)/bin/python || $(PYTHON) -m venv $(SAN_VENV)
 	if [ ! -f $(SAN_VENV)/.installed ] || [ -n "$$(cd $(SAN_DIR) && find src build_ffi.py \
 		setup.py pyproject.toml -newer $(abspath $(SAN_VENV))/.installed)" ]; then \

@@ -12,7 +12,10 @@ A table of small actions over one epoll instance:
 * ``add_conn``: one ``EPOLL_CTL_ADD`` of ``EPOLLIN|EPOLLOUT|EPOLLET|EPOLLRDHUP``.
 * ``notify``: an eventfd registered edge-triggered with a static connection outside the
   pool, so another thread can wake the loop.
-* ``process_events``: ``epoll_wait``, then nginx's loop body per event. The wait and
+* ``process_events``: ``epoll_wait`` (``epoll_pwait2``, the same wait with a
+  timespec, where the kernel has it: a deliberate difference that changes nothing
+  for nginx's millisecond timers, kept so that one C wait serves the selector too),
+  then nginx's loop body per event. The wait and
   the decoding and stale checks of the whole batch run in one C call
   (``ngxffi_epoll_process``), which also refuses any ``data.u64`` that is not exactly
   one of this cycle's slots (or the notify connection): such a value is counted,
