@@ -34,7 +34,7 @@ git ls-files -co --exclude-standard | while read -r f; do [ ! -f "$$f" ] \
 	|| echo "$$f"; done | tar -cf - -T - | tar -xf - -C $(1)
 endef
 
-.PHONY: run test test-matrix bench bench-slow lint docs sanitize fuzz clean
+.PHONY: run test test-matrix cpython-tests bench bench-slow lint docs sanitize fuzz clean
 
 run: $(STAMP)test
 	$(VENV)/bin/ngxffi info
@@ -43,7 +43,7 @@ run: $(STAMP)test
 test: $(STAMP)test
 	$(PY) -m pytest
 
-# The version matrix: `make test` on each other CPython of MATRIX (.venv's own is the
+# The version matrix: `make test cpython-tests` on each other CPython of MATRIX (.venv's own is the
 # oldest supported, 3.11), each in a copy of the working tree under build/py<version>
 # with its own .venv there, because the editable install builds the extension into
 # the tree it installs. Each interpreter is pyenv's newest <version>.*, else
@@ -58,8 +58,14 @@ test-matrix:
 		dir=build/py$$v; rm -rf $$dir/tests $$dir/examples; mkdir -p $$dir; \
 		$(call copy-tree,$$dir); \
 		echo "test-matrix: $$($$py --version) in $$dir"; \
-		$(MAKE) -C $$dir test PYTHON=$$py; \
+		$(MAKE) -C $$dir test cpython-tests PYTHON=$$py; \
 	done
+
+# CPython's own test_selectors and test_asyncio on NgxSelector, against the same suites
+# on the default EpollSelector, in the same run (tools/cpython_suites.py). On another
+# Python: make test-matrix, which runs it beside the suite.
+cpython-tests: $(STAMP)test
+	$(PY) tools/cpython_suites.py
 
 bench: $(STAMP)bench
 	$(PY) benchmarks/run.py
