@@ -62,10 +62,10 @@ test-matrix:
 	done
 
 # CPython's own test_selectors and test_asyncio on NgxSelector, against the same suites
-# on the default EpollSelector, in the same run (tools/cpython_suites.py). On another
+# on the default EpollSelector, in the same run (tests/cpython/cpython_suites.py). On another
 # Python: make test-matrix, which runs it beside the suite.
 cpython-tests: $(STAMP)test
-	$(PY) tools/cpython_suites.py
+	$(PY) tests/cpython/cpython_suites.py
 
 bench: $(STAMP)bench
 	$(PY) benchmarks/run.py

@@ -15,8 +15,9 @@ from ngxffi import os as nos
 from ngxffi.event.modules.epoll import EpollModule
 
 # the framework recipes' apps and pytest configurations: test_recipes.py runs them, the
-# configurations each in a pytest run of its own, as a project using them would
-collect_ignore = ["recipes"]
+# configurations each in a pytest run of its own, as a project using them would; and
+# the runner of CPython's own suites (make cpython-tests; test_cpython_suites.py)
+collect_ignore = ["recipes", "cpython"]
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""tools/cpython_suites.py, the runner of CPython's selector and asyncio suites on
-NgxSelector against the default selector: it catches a selector that differs, and
+"""tests/cpython/cpython_suites.py, which runs CPython's selector and asyncio suites
+on NgxSelector against the default selector: it catches a selector that differs, and
 tells a flaky failure from a lasting one."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class HastyOnceSelector(HastySelector):
 
 def run_suites(tmp_path: Path, candidate: str) -> subprocess.CompletedProcess[str]:
     """The runner on test_selectors' test_timeout tests only (a few seconds)."""
-    runner = [sys.executable, str(ROOT / "tools" / "cpython_suites.py")]
+    runner = [sys.executable, str(ROOT / "tests" / "cpython" / "cpython_suites.py")]
     only = ["--suite", "selectors", "--match", "test_timeout", "--logs", str(tmp_path)]
     return subprocess.run(
         [*runner, *only, "--candidate", f"{__name__}:{candidate}"],

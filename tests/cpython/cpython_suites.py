@@ -189,7 +189,7 @@ def _report(suite: str, base: Run, cand: Run, verdict: Verdict) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    logs = args.logs or Path(__file__).resolve().parent.parent / "build"
+    logs = args.logs or Path(__file__).resolve().parents[2] / "build"
     logs = logs / "cpython-suites" / platform.python_version()
     logs.mkdir(parents=True, exist_ok=True)
     jobs = [

@@ -1,10 +1,10 @@
 """The worker of ``cpython_suites.py``: one CPython suite, on one selector, in this
 process, reported as JSON.
 
-``python tools/cpython_worker.py SUITE SIDE --report FILE``: SIDE ``baseline`` runs the
-suite as it is, on ``selectors.EpollSelector``; ``candidate`` first sets
-``selectors.DefaultSelector`` to the candidate class, before the suite is imported, and
-adds a subclass on the candidate of each TestCase that names EpollSelector
+``python tests/cpython/cpython_worker.py SUITE SIDE --report FILE``: SIDE
+``baseline`` runs the suite as it is, on ``selectors.EpollSelector``; ``candidate``
+first sets ``selectors.DefaultSelector`` to the candidate class, before the suite is
+imported, and adds a subclass on the candidate of each TestCase that names EpollSelector
 (``ON_EPOLL``). unittest runs the tests verbosely on stderr, as ``python -m
 unittest`` does (every test resource enabled), with a watchdog per test.
 """
