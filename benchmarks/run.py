@@ -26,6 +26,7 @@ import asyncio_loops
 import chart
 import dispatch
 import faults
+import frameworks
 import idle_memory
 import sleep_precision
 import syscalls
@@ -49,6 +50,11 @@ SECTIONS: list[tuple[str, str, Callable[[], str]]] = [  # key, title, run
         "asyncio_loops",
         "asyncio: default loop vs NgxSelector (benchmarks/asyncio_loops.py)",
         asyncio_loops.main,
+    ),
+    (
+        "frameworks",
+        "Frameworks: aiohttp and uvicorn on three loops (benchmarks/frameworks.py)",
+        frameworks.main,
     ),
     (
         "sleep_precision",
@@ -118,6 +124,7 @@ def main() -> None:
             "connections": idle_memory.CONNECTIONS,
             "servers": idle_memory.results,
         },
+        "frameworks": frameworks.results,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.md").write_text(report)

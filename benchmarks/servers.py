@@ -1,7 +1,7 @@
 """The HTTP servers the benchmarks compare, and how a benchmark starts and stops them.
 
 Every server answers every request to ``/`` with a small ``200`` whose body is
-``hello``:
+``hello`` (the frameworks' ``Hello, world``):
 
 * ``nginx``: nginx itself (``return 200 "hello"``), access log off;
 * ``ngxffi``: ``ngxffi serve`` with ``return = [200, "hello"]`` (the C read handler);
@@ -9,6 +9,8 @@ Every server answers every request to ``/`` with a small ``200`` whose body is
   ``app = "hello_app:app"`` (hello_app.py, found through PYTHONPATH);
 * ``asyncio``, ``uvloop``, ``ngxffi-asyncio``, ``selectors``: the Python servers of
   python_servers.py;
+* ``aiohttp-LOOP``, ``uvicorn-LOOP`` (LOOP ``asyncio``, ``ngxffi`` or ``uvloop``): the
+  framework servers of framework_servers.py;
 * ``ngxffi-nofaults``, ``ngxffi-armed``: ``ngxffi serve`` as ``ngxffi``, built without
   the fault-injection hooks (the package faults.py builds, through PYTHONPATH), or
   with a rule armed on a call the server does not make (faults.py).
@@ -40,6 +42,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import framework_servers
 import psutil
 from python_servers import BODY
 
@@ -64,6 +67,7 @@ LABELS = {
     "ngxffi-asyncio": "asyncio Protocol on NgxSelector",
     "ngxffi-nofaults": "ngxffi serve, built with NGXFFI_NO_FAULTS",
     "ngxffi-armed": "ngxffi serve, a rule armed elsewhere",
+    **framework_servers.LABELS,
 }
 NGXFFI_KINDS = ("ngxffi", "ngxffi-app", "ngxffi-nofaults", "ngxffi-armed")
 # A kind's environment beyond ours (faults.py sets the two fault kinds')
@@ -100,9 +104,11 @@ APP_TARGET_US = 2.5  # its target: user CPU µs per request
 @dataclass(frozen=True)
 class Content:
     """What the benchmark asks for: with ``file_kib``, a static file of that many KiB
-    (nginx and ngxffi only), else the ``hello`` every server answers at ``/``."""
+    (nginx and ngxffi only), else ``body`` at ``/`` (the ``hello`` of every server
+    but the frameworks')."""
 
     file_kib: int = 0
+    body: bytes = BODY
 
     @property
     def path(self) -> str:
@@ -111,7 +117,7 @@ class Content:
     @property
     def length(self) -> int:
         """The answer's body length, in bytes."""
-        return self.file_kib * 1024 if self.file_kib else len(BODY)
+        return self.file_kib * 1024 if self.file_kib else len(self.body)
 
     def make_root(self, tmp: Path) -> Path:
         """The server's document root, ``tmp/www``, holding the file (if any)."""
@@ -180,6 +186,9 @@ def commands(
         return [[str(Path(sys.executable).parent / "ngxffi"), "serve", "-c", str(toml)]]
     if content.file_kib:
         raise ValueError(f"the {kind} server serves no files")
+    if kind in framework_servers.LABELS:
+        app_dir = module_dir(tmp, framework_servers.__name__)
+        return [framework_servers.command(kind, port, app_dir)]
     script = str(Path(__file__).with_name("python_servers.py").resolve())
     reuse = ["reuseport"] if workers > 1 else []
     return [[sys.executable, "-P", script, kind, str(port), *reuse]] * workers
@@ -194,19 +203,25 @@ def ngxffi_content(kind: str, content: Content, root: Path) -> str:
     return f'root = "{root}"' if content.file_kib else 'return = [200, "hello"]'
 
 
+def module_dir(tmp: Path, module: str) -> Path:
+    """``tmp/app``, a directory holding only a link to this directory's ``module``:
+    a server imports it from there, since this directory's http.py would shadow the
+    standard library's ``http`` in the server."""
+    path = tmp / "app"
+    path.mkdir()
+    name = f"{module}.py"
+    (path / name).symlink_to(Path(__file__).with_name(name).resolve())
+    return path
+
+
 def environment(kind: str, tmp: Path) -> dict[str, str] | None:
-    """The Python app's server finds hello_app through PYTHONPATH: a directory of its
-    own holding a link to it, since this one's http.py would shadow the standard
-    library's ``http`` in the server. The kinds of EXTRA_ENV add theirs to ours; the
-    other servers inherit ours (None)."""
+    """The Python app's server finds hello_app through PYTHONPATH (module_dir). The
+    kinds of EXTRA_ENV add theirs to ours; the other servers inherit ours (None)."""
     if kind in EXTRA_ENV:
         return {**os.environ, **EXTRA_ENV[kind]}
     if kind != "ngxffi-app":
         return None
-    path = tmp / "app"
-    path.mkdir()
-    module = APP.partition(":")[0] + ".py"
-    (path / module).symlink_to(Path(__file__).with_name(module).resolve())
+    path = module_dir(tmp, APP.partition(":")[0])
     return {**os.environ, "PYTHONPATH": str(path)}
 
 
