@@ -43,11 +43,13 @@ run: $(STAMP)test
 test: $(STAMP)test
 	$(PY) -m pytest
 
-# The version matrix: `make test cpython-tests` on each other CPython of MATRIX (.venv's own is the
-# oldest supported, 3.11), each in a copy of the working tree under build/py<version>
-# with its own .venv there, because the editable install builds the extension into
-# the tree it installs. Each interpreter is pyenv's newest <version>.*, else
-# python<version> on PATH; one that is missing fails the target (pyenv install).
+# The version matrix: `make test cpython-tests` on each other CPython of MATRIX (.venv's
+# own is the oldest supported, 3.11), each in a copy of the working tree under
+# build/py<version> with its own .venv there, because the editable install builds the
+# extension into the tree it installs. The copy is made afresh each time (its venv
+# kept, the package installed again), so nothing this tree no longer has stays
+# importable. Each interpreter is pyenv's newest <version>.*, else python<version>
+# on PATH; one that is missing fails the target (pyenv install).
 MATRIX ?= 3.13
 test-matrix:
 	@set -e; for v in $(MATRIX); do \
@@ -55,15 +57,17 @@ test-matrix:
 			| sort -V | tail -n 1); py=$${py:-$$(command -v python$$v)}; \
 		"$$py" -c '' 2>/dev/null || { \
 			echo "test-matrix: no python$$v (pyenv install $$v)" >&2; exit 1; }; \
-		dir=build/py$$v; rm -rf $$dir/tests $$dir/examples; mkdir -p $$dir; \
+		dir=build/py$$v; mkdir -p $$dir; \
+		find $$dir -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +; \
+		rm -f $$dir/.venv/.installed-*; \
 		$(call copy-tree,$$dir); \
 		echo "test-matrix: $$($$py --version) in $$dir"; \
 		$(MAKE) -C $$dir test cpython-tests PYTHON=$$py; \
 	done
 
-# CPython's own test_selectors and test_asyncio on NgxSelector, against the same suites
-# on the default EpollSelector, in the same run (tests/cpython/cpython_suites.py). On another
-# Python: make test-matrix, which runs it beside the suite.
+# CPython's own test_selectors and test_asyncio on NgxSelector, against the same
+# suites on the default EpollSelector, in the same run (tests/cpython/cpython_suites.py).
+# On another Python: make test-matrix, which runs it beside the suite.
 cpython-tests: $(STAMP)test
 	$(PY) tests/cpython/cpython_suites.py
 

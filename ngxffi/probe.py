@@ -70,8 +70,12 @@ def accept4() -> bool:
 def epoll_pwait2() -> bool:
     """Whether the kernel has epoll_pwait2 (Linux 5.11+), the wait with a timespec
     timeout that lets :mod:`ngxffi.selector` wait less than a millisecond: asked with
-    no events to take, it fails at once, EINVAL where it exists, ENOSYS (or EPERM,
-    from a seccomp filter older than it) where not. nginx has only epoll_wait."""
+    a bad fd and no events to take, it fails at once, EBADF where it exists, ENOSYS
+    (or EPERM, from a seccomp filter older than it) where not. No without trying when
+    ``NGXFFI_EPOLL_PWAIT2=0`` is in the environment, which is for filters that kill
+    on a call they do not know. nginx has only epoll_wait."""
+    if os.environ.get("NGXFFI_EPOLL_PWAIT2") == "0":
+        return False
     return bool(lib.ngxffi_epoll_pwait2_probe())
 
 

@@ -93,7 +93,12 @@ def precise(use: bool | None = None) -> bool:
     """Whether waits (the selector's and the event core's) go through
     ``epoll_pwait2``, to the nanosecond; ``use=False`` turns it off for the process,
     back to epoll_wait's milliseconds, and ``use=True`` on again where the kernel has
-    it (probed as ``ngxffi info`` does). No call of nginx: it has only epoll_wait."""
+    it (probed as ``ngxffi info`` does). Until then the first wait decides: off when
+    ``NGXFFI_EPOLL_PWAIT2=0`` is in the environment (without trying the call, for
+    seccomp filters that kill on a call they do not know), else on where the kernel
+    has it; and a wait that finds it refused since (a filter installed later) turns it
+    off for good and waits with epoll_wait. No call of nginx: it has only
+    epoll_wait."""
     return bool(lib.ngxffi_epoll_pwait2(-1 if use is None else int(use)))
 
 

@@ -209,29 +209,77 @@ ngxffi_epoll_decide(ngxffi_cycle_t *cy, int from, int post, int trace)
     return k;
 }
 
+/* epoll_pwait2's number where the headers predate it (Linux 5.11): since
+   5.1 a new syscall has one number on every architecture but alpha. */
+#if !defined(SYS_epoll_pwait2) && !defined(__alpha__)
+#define SYS_epoll_pwait2 441
+#endif
+
+/* The kernel's timespec (struct __kernel_timespec): two 64-bit fields on
+   every architecture, where a libc's struct timespec may have a 32-bit
+   time_t. */
+typedef struct {
+    int64_t tv_sec;
+    int64_t tv_nsec;
+} ngxffi_kernel_timespec_t;
+
 /* Whether waits go through epoll_pwait2: -1 until the first wait or
-   ngxffi_epoll_pwait2 finds out, then 0 or 1. Threads may find out at once:
-   they find the same answer. */
+   ngxffi_epoll_pwait2 finds out, then 0 or 1. */
 static int ngxffi_pwait2 = -1;
 
-/* With no events to take, epoll_pwait2 fails at once: EINVAL where it is
-   there; ENOSYS without it, EPERM from a seccomp filter older than it. The raw
-   call: a fault rule must not change the answer. */
+static int
+ngxffi_pwait2_raw(int ep, struct epoll_event *list, int maxevents,
+                  int64_t timeout_ns)
+{
+#ifdef SYS_epoll_pwait2
+    ngxffi_kernel_timespec_t ts, *t = NULL;
+
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000;
+        ts.tv_nsec = timeout_ns % 1000000000;
+        t = &ts;
+    }
+    return (int) syscall(SYS_epoll_pwait2, ep, list, maxevents, t, NULL,
+                         (size_t) 0);
+#else
+    (void) ep, (void) list, (void) maxevents, (void) timeout_ns;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* With no events to take and a bad fd, epoll_pwait2 fails at once: EBADF
+   where it is there (or EINVAL, had the kernel checked maxevents first);
+   ENOSYS without it, EPERM (or another errno of its choice) from a seccomp
+   filter older than it. The raw call: a fault rule must not change the
+   answer. */
 int
 ngxffi_epoll_pwait2_probe(void)
 {
-#ifdef SYS_epoll_pwait2
-    struct timespec zero = {0, 0};
     int err;
 
-    if (syscall(SYS_epoll_pwait2, -1, NULL, 0, &zero, NULL, (size_t) 0) == 0) {
-        return 1;
-    }
+    if (ngxffi_pwait2_raw(-1, NULL, 0, 0) == 0) return 1;
     err = errno;
-    return err != ENOSYS && err != EPERM;
-#else
-    return 0;
-#endif
+    return err == EBADF || err == EINVAL;
+}
+
+/* The first answer, unless ngxffi_epoll_pwait2 gave one meanwhile:
+   NGXFFI_EPOLL_PWAIT2=0 in the environment says no without trying (under a
+   seccomp filter that kills on calls it does not know, trying would kill). */
+static int
+ngxffi_pwait2_first(void)
+{
+    const char *env = getenv("NGXFFI_EPOLL_PWAIT2");
+    int have, unknown = -1;
+
+    have =
+        env != NULL && strcmp(env, "0") == 0 ? 0 : ngxffi_epoll_pwait2_probe();
+    if (!__atomic_compare_exchange_n(&ngxffi_pwait2, &unknown, have, 0,
+                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    {
+        have = unknown;
+    }
+    return have;
 }
 
 int
@@ -239,36 +287,47 @@ ngxffi_epoll_pwait2(int use)
 {
     int have = __atomic_load_n(&ngxffi_pwait2, __ATOMIC_RELAXED);
 
-    if (have < 0 || use > 0) have = ngxffi_epoll_pwait2_probe();
-    if (use == 0) have = 0;
+    if (use < 0) return have < 0 ? ngxffi_pwait2_first() : have;
+    have = use > 0 && ngxffi_epoll_pwait2_probe();
     __atomic_store_n(&ngxffi_pwait2, have, __ATOMIC_RELAXED);
     return have;
+}
+
+/* Whole milliseconds for epoll_wait, rounded up so that the wait is never
+   short, and at most INT_MAX of them; -1 (forever) for a negative wait. */
+static int
+ngxffi_ns_to_ms(int64_t timeout_ns)
+{
+    int64_t ms;
+
+    if (timeout_ns < 0) return -1;
+    ms = timeout_ns / 1000000 + (timeout_ns % 1000000 != 0);
+    return ms > INT_MAX ? INT_MAX : (int) ms;
 }
 
 int
 ngxffi_epoll_wait_ns(int ep, struct epoll_event *list, int maxevents,
                      int64_t timeout_ns)
 {
-    struct timespec ts;
-    int64_t ms;
+    int n, have = __atomic_load_n(&ngxffi_pwait2, __ATOMIC_RELAXED);
 
-    if (__atomic_load_n(&ngxffi_pwait2, __ATOMIC_RELAXED) < 0) {
-        ngxffi_epoll_pwait2(-1);
+    if (have < 0) have = ngxffi_pwait2_first();
+    if (!have) {
+        return ngxffi_sys_epoll_wait(ep, list, maxevents,
+                                     ngxffi_ns_to_ms(timeout_ns));
     }
-    if (__atomic_load_n(&ngxffi_pwait2, __ATOMIC_RELAXED) > 0) {
-        if (timeout_ns < 0) {
-            return ngxffi_sys_epoll_pwait2(ep, list, maxevents, NULL);
-        }
-        ts.tv_sec = (time_t) (timeout_ns / 1000000000);
-        ts.tv_nsec = (long) (timeout_ns % 1000000000);
-        return ngxffi_sys_epoll_pwait2(ep, list, maxevents, &ts);
+    /* the "epoll_wait" fault rule covers epoll_pwait2: the same wait */
+    if (NGXFFI_FAULT_ON()
+        && ngxffi_fault_maxevents(NGXFFI_SYS_EPOLL_WAIT, &maxevents))
+    {
+        return -1;
     }
-    /* epoll_wait: whole milliseconds, rounded up so the wait is never short,
-       and at most INT_MAX of them */
-    ms = timeout_ns < 0 ? -1
-                        : timeout_ns / 1000000 + (timeout_ns % 1000000 != 0);
-    return ngxffi_sys_epoll_wait(ep, list, maxevents,
-                                 ms > INT_MAX ? INT_MAX : (int) ms);
+    n = ngxffi_pwait2_raw(ep, list, maxevents, timeout_ns);
+    if (n >= 0 || (errno != ENOSYS && errno != EPERM)) return n;
+    /* A seccomp filter installed since the probe refuses it (the call itself
+       never fails so): epoll_wait from now on, this wait included. */
+    __atomic_store_n(&ngxffi_pwait2, 0, __ATOMIC_RELAXED);
+    return epoll_wait(ep, list, maxevents, ngxffi_ns_to_ms(timeout_ns));
 }
 
 /* epoll_wait and the first decision on its batch in one call: the per-batch

@@ -41,8 +41,10 @@ int ngxffi_poll_ready(const struct pollfd *list, int n, int32_t *out);
 int ngxffi_epoll_select(int ep, struct epoll_event *list, int maxevents,
                         int64_t timeout_ns, int32_t *codes);
 /* Whether waits use epoll_pwait2 (Linux 5.11+, a timespec timeout): use -1
-   asks (probing the kernel the first time), 0 turns it off, 1 on where the
-   kernel has it; returns the answer, 0 or 1. */
+   asks (the first time, NGXFFI_EPOLL_PWAIT2=0 in the environment says no, or
+   the kernel is probed), 0 turns it off, 1 on where the kernel has it;
+   returns the answer, 0 or 1. A wait that finds it refused since (a seccomp
+   filter) turns it off for good. */
 int ngxffi_epoll_pwait2(int use);
 /* Whether the kernel has epoll_pwait2 (1) or not (0), found by trying. */
 int ngxffi_epoll_pwait2_probe(void);

@@ -290,28 +290,6 @@ ngxffi_sys_epoll_pwait(int epfd, struct epoll_event *events, int maxevents,
     return epoll_pwait(epfd, events, maxevents, timeout, sigmask);
 }
 
-/* epoll_pwait2 (Linux 5.11), epoll_wait with a timespec timeout, through
-   syscall(2): glibc has a wrapper only since 2.35. The "epoll_wait" rule
-   covers it, as it is the same wait to a caller (ngxffi_epoll_wait_ns). */
-static inline int
-ngxffi_sys_epoll_pwait2(int epfd, struct epoll_event *events, int maxevents,
-                        const struct timespec *timeout)
-{
-    if (NGXFFI_FAULT_ON()
-        && ngxffi_fault_maxevents(NGXFFI_SYS_EPOLL_WAIT, &maxevents))
-    {
-        return -1;
-    }
-#ifdef SYS_epoll_pwait2
-    return (int) syscall(SYS_epoll_pwait2, epfd, events, maxevents, timeout,
-                         NULL, (size_t) 0);
-#else
-    (void) epfd, (void) events, (void) timeout;
-    errno = ENOSYS;
-    return -1;
-#endif
-}
-
 static inline int
 ngxffi_sys_epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
 {

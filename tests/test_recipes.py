@@ -52,8 +52,9 @@ def serving(args: list[str], stop: signal.Signals, status: int) -> Iterator[int]
             pytest.fail(f"exited {proc.wait()} before listening:\n{''.join(output)}")
         yield int(listening[1])
         proc.send_signal(stop)
-        output += proc.stdout  # everything up to its exit
-        assert proc.wait(timeout=30) == status, "".join(output)
+        rest, _ = proc.communicate(timeout=30)  # everything up to its exit
+        output.append(rest)
+        assert proc.returncode == status, "".join(output)
         assert "Traceback" not in "".join(output), "".join(output)
     finally:
         if proc.poll() is None:  # a failed test: never leave a server behind

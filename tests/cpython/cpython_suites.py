@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -188,7 +189,23 @@ def _report(suite: str, base: Run, cand: Run, verdict: Verdict) -> list[str]:
     return [f"test_{suite}: {reason}" for reason in _judge(base, cand, verdict)]
 
 
+def _has_the_suites() -> bool:
+    """Whether this Python ships its own tests (pyenv's and python.org's builds do;
+    Debian's python3 only with libpython3.X-testsuite)."""
+    try:
+        return importlib.util.find_spec("test.test_selectors") is not None
+    except ModuleNotFoundError:  # no test package at all
+        return False
+
+
 def main(args: argparse.Namespace) -> int:
+    if not _has_the_suites():
+        print(
+            f"{sys.executable} has no test package (CPython's own tests): use a "
+            "Python built with them (pyenv's), or install libpython3.X-testsuite",
+            file=sys.stderr,
+        )
+        return 1
     logs = args.logs or Path(__file__).resolve().parents[2] / "build"
     logs = logs / "cpython-suites" / platform.python_version()
     logs.mkdir(parents=True, exist_ok=True)
