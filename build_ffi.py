@@ -2,9 +2,10 @@
 
 The C is under ``src/``, one file per area with its header (``src/ngxffi.h`` includes
 them all): the syscall wrappers of fault injection, OS helpers, shared counters, the
-connection pool, the epoll module's hot paths, the HTTP fast path. This file only
-reads it. The cffi extension's own file is ``#include "ngxffi.h"``; the ``src/*.c``
-files are compiled and linked into the same ``ngxffi._ngx``.
+connection pool, the epoll module's hot paths, the io_uring module's ring and turn, the
+HTTP fast path. This file only reads it. The cffi extension's own file is
+``#include "ngxffi.h"``; the ``src/*.c`` files are compiled and linked into the same
+``ngxffi._ngx``.
 
 The cdef is made of three kinds of declarations:
 
@@ -101,6 +102,11 @@ CONSTANTS: dict[str, str] = {
         NGXFFI_SELECT_FD_MAX NGXFFI_TAG_ADDRESS_BITS NGXFFI_ACCEPT_QUEUE
         NGXFFI_BATCH_INVALID NGXFFI_NONE NGXFFI_DISPATCHED NGXFFI_POSTED
         NGXFFI_STALE_CLOSED NGXFFI_STALE_REUSED NGXFFI_INVALID
+    """,
+    "src/ngx_uring.h": """
+        NGXFFI_URING_CTL_CLOSE NGXFFI_URING_INTERNAL NGXFFI_BATCH_ERRORS
+        NGXFFI_URING_ERRORS_MAX NGXFFI_URING_AUTO NGXFFI_URING_DEFER
+        NGXFFI_URING_COOP NGXFFI_URING_PLAIN
     """,
     "src/ngx_fault.h": """
         NGXFFI_SYS_ACCEPT4 NGXFFI_SYS_ACCEPT NGXFFI_SYS_RECV NGXFFI_SYS_READ
@@ -216,6 +222,8 @@ SOURCES = [
     "src/ngx_shm.c",
     "src/ngx_connection.c",
     "src/ngx_epoll.c",
+    "src/ngx_uring.c",
+    "src/ngx_uring_events.c",
     "src/ngx_http_cache.c",
     "src/ngx_http_fast.c",
     "src/ngx_http_accept.c",
@@ -231,6 +239,7 @@ CDEF_HEADERS = [
     "src/ngx_shm.h",
     "src/ngx_connection.h",
     "src/ngx_epoll.h",
+    "src/ngx_uring.h",
     "src/ngx_http_cache.h",
     "src/ngx_http_fast.h",
     "src/ngx_http_accept.h",

@@ -6,6 +6,7 @@ missing feature (that is the answer), only for an unexpected failure.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
@@ -95,6 +96,51 @@ def openat2() -> bool:
         raise
     finally:
         nos.close(root)
+
+
+def io_uring() -> dict[str, Any]:
+    """What io_uring offers here, found on a small ring of its own, as the io_uring
+    module needs it (``ngxffi_uring_probe``): ``usable`` (every feature the module
+    builds on: Linux 5.19), ``multishot_poll`` (a poll request that stays armed), and
+    the rest for the record. When io_uring_setup fails, ``reason`` says why
+    (the errno and, where the kernel has the switch, ``kernel.io_uring_disabled``);
+    ``NGXFFI_IO_URING=0`` answers no without trying, for seccomp filters that kill.
+    nginx has no io_uring event module."""
+    p = ffi.new("ngxffi_uring_probe_t *")
+    lib.ngxffi_uring_probe(p)
+    answer: dict[str, Any] = {
+        name: bool(getattr(p, name))
+        for name in (
+            "usable",
+            "multishot_poll",
+            "cancel_all",
+            "defer_taskrun",
+            "coop_taskrun",
+            "msg_ring",
+            "recv",
+            "provide_buffers",
+        )
+    }
+    answer["features"] = int(p.features)
+    answer["reason"] = io_uring_reason(p.setup_errno) if not p.usable else ""
+    return answer
+
+
+def io_uring_reason(err: int) -> str:
+    """Why the io_uring module cannot run, for an errno from setting it up."""
+    if os.environ.get("NGXFFI_IO_URING") == "0":
+        return "io_uring is turned off (NGXFFI_IO_URING=0)"
+    if not err or err == errno.ENOTSUP:
+        return "io_uring on this kernel lacks what ngxffi needs (Linux 5.19 or later)"
+    reason = (
+        f"io_uring_setup() failed ({errno.errorcode.get(err, err)}: {os.strerror(err)})"
+    )
+    try:
+        with open("/proc/sys/kernel/io_uring_disabled") as f:
+            reason += f"; kernel.io_uring_disabled = {f.read().strip()}"
+    except OSError:
+        pass
+    return reason
 
 
 def layout(ctype: str) -> dict[str, Any]:

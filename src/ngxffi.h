@@ -58,6 +58,7 @@
 typedef struct ngx_event_s ngx_event_t;
 typedef struct ngx_connection_s ngx_connection_t;
 typedef struct ngxffi_cycle_s ngxffi_cycle_t;
+typedef struct ngxffi_uring_s ngxffi_uring_t; /* ngx_uring.h */
 
 /* A handler in C (nginx's ev->handler), run by the epoll module inside the
    batch: 1 when it did all there was to do, 0 to have the Python handler
@@ -161,6 +162,7 @@ struct ngxffi_cycle_s {
     int32_t *out_half;     /* the half-event each of them came from */
     uint8_t *verdicts;     /* per half-event, for the trace */
     uint64_t clock_offset; /* added to CLOCK_MONOTONIC (cycle.clock_offset) */
+    ngxffi_uring_t *uring; /* the io_uring module's ring, or NULL */
 };
 
 /* cffi cdef: end */
@@ -170,6 +172,7 @@ struct ngxffi_cycle_s {
 #include "ngx_shm.h"
 #include "ngx_connection.h"
 #include "ngx_epoll.h"
+#include "ngx_uring.h"
 #include "ngx_http_cache.h"
 #include "ngx_http_fast.h"
 #include "ngx_http_accept.h"

@@ -10,9 +10,19 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ngxffi import Connection, Cycle, ffi, lib
+from ngxffi import Connection, Cycle, ffi, lib, probe
 from ngxffi import os as nos
+from ngxffi.event.event import USE_CLEAR_EVENT
 from ngxffi.event.modules.epoll import EpollModule
+
+IO_URING = probe.io_uring()
+needs_io_uring = pytest.mark.skipif(
+    not IO_URING["usable"], reason=IO_URING["reason"] or "io_uring is not usable"
+)
+# the event modules, by the name Cycle(use=…) takes; edge: those whose registrations
+# are edge-triggered with tags in the kernel (epoll's model)
+METHODS = ["epoll", "poll", pytest.param("io_uring", marks=needs_io_uring)]
+EDGE_METHODS = ["epoll", pytest.param("io_uring", marks=needs_io_uring)]
 
 # the framework recipes' apps and pytest configurations: test_recipes.py runs them, the
 # configurations each in a pytest run of its own, as a project using them would; and
@@ -75,9 +85,15 @@ def connect(fds: list[int]) -> Callable[[tuple[str, int]], int]:
 # --- the event core ------------------------------------------------------------
 
 
-@pytest.fixture(params=["epoll", "poll"])
+def edge(cy: Cycle) -> bool:
+    """Whether the cycle's module is edge-triggered, with epoll's model (epoll,
+    io_uring) rather than poll's."""
+    return bool(cy.event_flags & USE_CLEAR_EVENT)
+
+
+@pytest.fixture(params=METHODS)
 def cycle(request: pytest.FixtureRequest) -> Iterator[Cycle]:
-    """A small cycle on each event module: the behavioural suite runs on both."""
+    """A small cycle on each event module: the behavioural suite runs on all."""
     with Cycle(16, use=request.param) as cy:
         yield cy
         for c in cy.connections:

@@ -1,5 +1,5 @@
-"""Handling I/O events on both modules: one behavioural suite, the nginx rules for
-edge-triggered (epoll) and level-triggered (poll) methods."""
+"""Handling I/O events on every module: one behavioural suite, the nginx rules for
+edge-triggered (epoll, io_uring) and level-triggered (poll) methods."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from conftest import epoll_module
+from conftest import edge, epoll_module
 
 from ngxffi import (
     POST_EVENTS,
@@ -43,7 +43,7 @@ def recorder(calls: list[tuple[str, int]], name: str) -> Callable[[Event], None]
 
 
 def test_module_flags(cycle: Cycle) -> None:
-    if cycle.module.name == "epoll":
+    if edge(cycle):
         assert cycle.event_flags & USE_CLEAR_EVENT
         assert cycle.actions.add_conn is not None and cycle.actions.notify is not None
     else:
@@ -82,7 +82,7 @@ def test_edge_vs_level_triggered_handling(cycle: Cycle, attach: Attach) -> None:
     for _ in range(3):
         turn(cycle, 100)
         c.read.raw.ready = 0  # as a handler that hit EAGAIN would
-    expected = 1 if cycle.module.name == "epoll" else 3
+    expected = 1 if edge(cycle) else 3
     assert calls == [("read", c.index)] * expected
 
 
@@ -96,7 +96,7 @@ def test_level_handle_read_event_deletes_while_ready(
     handle_read_event(c.read)
     # level-triggered: removed so that it does not fire before the data is read;
     # edge-triggered: never removed
-    assert c.read.active == (cycle.module.name == "epoll")
+    assert c.read.active == (edge(cycle))
 
 
 def test_write_handler_runs_when_writable(cycle: Cycle, attach: Attach) -> None:
@@ -145,7 +145,7 @@ def test_peer_close_reaches_an_active_handler(cycle: Cycle, attach: Attach) -> N
     handle_read_event(c.read)
     nos.close(peer)
     turn(cycle, 1000)
-    if cycle.module.name == "epoll":
+    if edge(cycle):
         assert seen == [(1, 1)]  # EPOLLRDHUP -> pending_eof
     else:
         assert seen == [(1, 0)]
@@ -166,9 +166,9 @@ def test_hangup_alone_reaches_the_read_handler(cycle: Cycle, fds: list[int]) -> 
     nos.close(w)
     turn(cycle, 1000)
     assert calls == [("read", c.index)]
-    hup = lib.EPOLLHUP if cycle.module.name == "epoll" else lib.POLLHUP
+    hup = lib.EPOLLHUP if edge(cycle) else lib.POLLHUP
     assert revents and revents[0] & hup
-    if cycle.module.name == "epoll":
+    if edge(cycle):
         assert not revents[0] & lib.EPOLLIN  # the kernel said HUP only
 
 

@@ -28,6 +28,7 @@ def collect() -> dict[str, Any]:
     """Everything the report shows, as plain data."""
     soft, hard = nos.getrlimit(lib.RLIMIT_NOFILE)
     uname = platform.uname()
+    uring = probe.io_uring()
     return {
         "ngxffi": __version__,
         "kernel": f"{uname.system} {uname.release} {uname.machine}",
@@ -39,7 +40,10 @@ def collect() -> dict[str, Any]:
             "accept4": probe.accept4(),
             "epoll_pwait2": probe.epoll_pwait2(),
             "openat2": probe.openat2(),
+            "io_uring": uring["usable"],
+            "io_uring multishot poll": uring["multishot_poll"],
         },
+        "io_uring": uring,
         "RLIMIT_NOFILE": {"soft": soft, "hard": hard},
         "structs": {name: probe.layout(name) for name in STRUCTS},
     }
@@ -63,7 +67,9 @@ def format_text(report: dict[str, Any]) -> str:
         "",
         "kernel features (probed)",
     ]
-    lines += [f"  {k:<16}{yes_no[v]}" for k, v in report["features"].items()]
+    lines += [f"  {k:<24}{yes_no[v]}" for k, v in report["features"].items()]
+    if report["io_uring"]["reason"]:
+        lines.append(f"  {'':<24}({report['io_uring']['reason']})")
     lines += [
         "",
         f"RLIMIT_NOFILE   soft {limit['soft']}, hard {limit['hard']}",

@@ -22,6 +22,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from ngxffi import probe
 from ngxffi.core import log
 from ngxffi.core.conf import Conf, ConfigError, ModuleConf, load
 from ngxffi.event.conf import EventConf
@@ -112,7 +113,19 @@ def configure(args: argparse.Namespace) -> Conf:
         code = int(status) if status.isdigit() else status  # return's check refuses it
         conf.set("return", [code, body], " (--return)")
     check_content(conf)
+    check_method(conf)
     return conf
+
+
+def check_method(conf: Conf) -> None:
+    """The event method can run here: io_uring may be missing, disabled or refused
+    (a seccomp filter), which is better said once, at start-up, than by every
+    worker's failed init (nginx tests its methods' features the same way, when its
+    event modules are initialised)."""
+    if conf[EventConf].use == "io_uring":
+        answer = probe.io_uring()
+        if not answer["usable"]:
+            raise ConfigError(f'"use io_uring": {answer["reason"]}')
 
 
 def run(args: argparse.Namespace) -> int:

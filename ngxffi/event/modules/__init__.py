@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from ngxffi.event.modules.epoll import EpollModule
+from ngxffi.event.modules.io_uring import IoUringModule
 from ngxffi.event.modules.poll import PollModule
 
 if TYPE_CHECKING:
@@ -40,4 +41,5 @@ class EventModule(Protocol):
 MODULES: dict[str, Callable[[Cycle, int], EventModule]] = {
     "epoll": EpollModule,
     "poll": PollModule,
+    "io_uring": IoUringModule,
 }
