@@ -12,11 +12,19 @@ event:
 Then the same with 10,000 extra idle registered connections (eventfds that never
 fire) in every contender. Rounds are interleaved; the table gives medians. The last
 row is the floor every contender pays: the bare ``epoll_wait`` syscall returning the
-same 100 events, with nothing read from them.
+same 100 events, with nothing read from them. ngxffi runs on both its edge methods:
+epoll, and io_uring, whose level-triggered registrations are oneshot polls armed
+again before every wait (100 requests submitted per iteration).
+
+A second table is edge-triggered, nginx's own mode: each iteration writes to 100
+eventfds registered with EPOLLET (multishot polls on io_uring), then runs one
+``process_events``; the writes alone are its floor, and the ring's counters say how
+many ``io_uring_enter`` calls an iteration took.
 """
 
 from __future__ import annotations
 
+import functools
 import resource
 import select
 import selectors
@@ -25,8 +33,9 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
-from ngxffi import LEVEL_EVENT, READ_EVENT, UPDATE_TIME, Cycle, lib
+from ngxffi import CLEAR_EVENT, LEVEL_EVENT, READ_EVENT, UPDATE_TIME, Cycle, ffi, lib
 from ngxffi import os as nos
+from ngxffi.event.modules.io_uring import IoUringModule
 
 READY = 100
 IDLE = 10_000
@@ -44,9 +53,9 @@ def on_ready(fd_or_key: Any, mask: int) -> None:
 
 
 def ngxffi_case(
-    ready: list[int], idle: list[int]
+    ready: list[int], idle: list[int], use: str = "epoll"
 ) -> tuple[Callable[[], object], Cycle]:
-    cy = Cycle(len(ready) + len(idle) + 16)
+    cy = Cycle(len(ready) + len(idle) + 16, use=use)
     for fd in ready + idle:
         c = cy.get_connection(fd)
         assert c is not None
@@ -98,8 +107,10 @@ def syscall_case(ready: list[int], idle: list[int]) -> tuple[Callable[[], object
     return lambda: lib.epoll_wait(ep, events, 512, 0), Owner()
 
 
-CASES = {
+Case = Callable[[list[int], list[int]], tuple[Callable[[], object], Any]]
+CASES: dict[str, Case] = {
     "ngxffi process_events": ngxffi_case,
+    "ngxffi process_events, io_uring": functools.partial(ngxffi_case, use="io_uring"),
     "selectors.EpollSelector": selectors_case,
     "select.epoll + dict": epoll_case,
     "(floor: epoll_wait syscall only)": syscall_case,
@@ -134,6 +145,66 @@ def run(idle_n: int) -> dict[str, float]:
             nos.close(fd)
 
 
+def edge_case(fds: list[int], use: str) -> tuple[Callable[[], object], Cycle]:
+    """Write to every eventfd, then one turn of ngxffi on ``use``."""
+    cy = Cycle(len(fds) + 16, use=use)
+    for fd in fds:
+        c = cy.get_connection(fd)
+        assert c is not None
+        c.read.handler = on_event
+        c.raw.shared = 1
+        cy.actions.add(c.read, READ_EVENT, CLEAR_EVENT)
+    process, write, one = cy.actions.process_events, lib.write, ffi.new("uint64_t *", 1)
+
+    def iteration() -> None:
+        for fd in fds:
+            write(fd, one, 8)
+        process(cy, 0, UPDATE_TIME)
+
+    return iteration, cy
+
+
+def writes_case(fds: list[int]) -> tuple[Callable[[], object], None]:
+    write, one = lib.write, ffi.new("uint64_t *", 1)
+
+    def iteration() -> None:
+        for fd in fds:
+            write(fd, one, 8)
+
+    return iteration, None
+
+
+def edge_table() -> list[str]:
+    fds = [nos.eventfd(0, lib.EFD_NONBLOCK) for _ in range(READY)]
+    made: dict[str, tuple[Callable[[], object], Cycle | None]] = {
+        "ngxffi, epoll (EPOLLET)": edge_case(fds, "epoll"),
+        "ngxffi, io_uring (multishot poll)": edge_case(fds, "io_uring"),
+        "(floor: the 100 eventfd writes alone)": writes_case(fds),
+    }
+    try:
+        uring = made["ngxffi, io_uring (multishot poll)"][1]
+        assert uring is not None and isinstance(uring.module, IoUringModule)
+        before = uring.module.stats()
+        result = measure({name: fn for name, (fn, _) in made.items()})
+        after = uring.module.stats()
+    finally:
+        for _, owner in made.values():
+            if owner is not None:
+                owner.close()
+        for fd in fds:
+            nos.close(fd)
+    floor = result["(floor: the 100 eventfd writes alone)"]
+    lines = [
+        f"| {READY} eventfds written, then one turn | µs/iteration | over the floor |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {n} | {us:.1f} | {us - floor:.1f} |" for n, us in result.items()]
+    turns = after["turns"] - before["turns"]
+    enters = (after["enters"] - before["enters"]) / turns
+    lines += ["", f"io_uring: {enters:.2f} io_uring_enter per turn."]
+    return lines
+
+
 def main() -> str:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != -1 and soft < IDLE + 2 * READY + 1000:
@@ -154,7 +225,7 @@ def main() -> str:
     growth = results[IDLE][ours] / results[0][ours] - 1
     lines.append("")
     lines.append(f"ngxffi with {IDLE:,} idle connections: {growth:+.1%} per iteration.")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *edge_table()])
 
 
 if __name__ == "__main__":

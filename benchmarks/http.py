@@ -44,7 +44,7 @@ from servers import HELLO, LABELS, QUICK, Content, selected
 ROUNDS = 2 if QUICK else 7
 SECONDS = 1 if QUICK else 3
 WARMUP = 1
-ONE_WORKER = ("nginx", "ngxffi", "asyncio", "uvloop", "selectors")
+ONE_WORKER = ("nginx", "ngxffi", "ngxffi-uring", "asyncio", "uvloop", "selectors")
 STATIC = ("nginx", "ngxffi")  # the Python servers serve no files
 STATIC_NOTE = (
     "nginx: `root`, `sendfile on`, `open_file_cache off`, otherwise its defaults; "
@@ -289,6 +289,21 @@ def unavailable(scenario: Scenario) -> str:
         return failed.reason
 
 
+def method_line(runs: dict[str, list[Run]]) -> list[str]:
+    """ngxffi on io_uring against ngxffi on epoll, paired within each round."""
+    if "ngxffi-uring" not in runs or "ngxffi" not in runs:
+        return []
+    rate, user, cpu = paired(runs, "ngxffi-uring", "ngxffi")
+    u, e = median_run(runs["ngxffi-uring"]), median_run(runs["ngxffi"])
+    return [
+        f"**io_uring vs epoll (ngxffi serve):** req/s {rate:.2f}x, user CPU per "
+        f"request {user:.2f}x, CPU per request {cpu:.2f}x; kernel µs per request "
+        f"{u.kernel_us:.2f} against {e.kernel_us:.2f} (medians of per-round "
+        "ratios).",
+        "",
+    ]
+
+
 def focus_line(scenario: Scenario, medians: dict[str, Run]) -> list[str]:
     """The focus server's user CPU per request against the scenario's target."""
     if not scenario.focus:
@@ -318,6 +333,7 @@ def section(scenario: Scenario) -> str:
         "",
         *table(runs),
         "",
+        *method_line(runs),
         *focus_line(scenario, medians),
         setup(scenario) + paired_note,
     ]

@@ -67,9 +67,18 @@ LABELS = {
     "ngxffi-asyncio": "asyncio Protocol on NgxSelector",
     "ngxffi-nofaults": "ngxffi serve, built with NGXFFI_NO_FAULTS",
     "ngxffi-armed": "ngxffi serve, a rule armed elsewhere",
+    "ngxffi-uring": "ngxffi serve, use io_uring",
     **framework_servers.LABELS,
 }
-NGXFFI_KINDS = ("ngxffi", "ngxffi-app", "ngxffi-nofaults", "ngxffi-armed")
+NGXFFI_KINDS = (
+    "ngxffi",
+    "ngxffi-app",
+    "ngxffi-nofaults",
+    "ngxffi-armed",
+    "ngxffi-uring",
+)
+# the event method of the ngxffi kinds that do not use epoll
+NGXFFI_USE = {"ngxffi-uring": "io_uring"}
 # A kind's environment beyond ours (faults.py sets the two fault kinds')
 EXTRA_ENV: dict[str, dict[str, str]] = {}
 
@@ -93,6 +102,7 @@ worker_processes = {workers}
 worker_connections = {limit}
 worker_rlimit_nofile = {limit}
 keepalive_requests = 1000000000
+use = "{use}"
 {content}
 error_log = "{tmp}/error.log warn"
 listen = {{ address = "127.0.0.1:{port}" }}
@@ -180,7 +190,10 @@ def commands(
         master = str(workers > 1).lower()
         toml.write_text(
             NGXFFI_TOML.format(
-                master=master, content=ngxffi_content(kind, content, root), **fields
+                master=master,
+                use=NGXFFI_USE.get(kind, "epoll"),
+                content=ngxffi_content(kind, content, root),
+                **fields,
             )
         )
         return [[str(Path(sys.executable).parent / "ngxffi"), "serve", "-c", str(toml)]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import re
 import shutil
 import signal
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import EDGE_METHODS
 
 H = b"POST / HTTP/1.1\r\nHost: a\r\n"
 TE = b"Transfer-Encoding: chunked\r\n"
@@ -61,10 +63,12 @@ CORPUS = [  # each must be answered 400 and closed, and leave the server healthy
 
 class Server:
     command: tuple[str, ...] = (sys.executable, "-m", "ngxffi")  # then "serve", args
+    use: tuple[str, ...] = ()  # the event method, set for this file's tests
 
     def __init__(self, *args: str) -> None:
+        use = () if "--use" in args else self.use
         self.proc = subprocess.Popen(
-            [*self.command, "serve", "--listen", "127.0.0.1:0", *args],
+            [*self.command, "serve", "--listen", "127.0.0.1:0", *use, *args],
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -96,6 +100,14 @@ class Server:
     def stop(self) -> None:
         self.proc.terminate()
         assert self.proc.wait(timeout=10) == 0
+
+
+@pytest.fixture(autouse=True, params=EDGE_METHODS)
+def method(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on epoll and on io_uring (``--use``)."""
+    Server.use = ("--use", request.param)
+    yield request.param
+    Server.use = ()
 
 
 @pytest.fixture
@@ -441,6 +453,27 @@ def test_the_poll_module_serves_too() -> None:
         assert " 3 3 6 \n" in server.status()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_io_uring_refused_is_an_emerg_at_start(method: str, test: bool) -> None:
+    """Where io_uring cannot run (here: turned off, as a seccomp filter or
+    kernel.io_uring_disabled would), ``use io_uring`` fails at start-up, also
+    under -t, with the reason; no worker is started."""
+    if method != "io_uring":
+        pytest.skip("about io_uring")
+    out = subprocess.run(
+        [sys.executable, "-m", "ngxffi", "serve", "--use", "io_uring"]
+        + ["--listen", "127.0.0.1:0", "--return", "200", "x"]
+        + (["-t"] if test else []),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "NGXFFI_IO_URING": "0"},
+    )
+    assert out.returncode == 1
+    assert 'ngxffi: [emerg] "use io_uring": io_uring is turned off' in out.stderr
+    assert "listening" not in out.stderr
 
 
 def test_mixed_traffic_on_a_kept_alive_connection(server: Server) -> None:
