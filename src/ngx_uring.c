@@ -315,22 +315,20 @@ ngxffi_setup_takes(unsigned flags)
 static void
 ngxffi_probe_ops(ngxffi_uring_t *u, ngxffi_uring_probe_t *p)
 {
-    struct {
-        struct io_uring_probe probe;
-        struct io_uring_probe_op ops[256];
-    } ops;
+    struct io_uring_probe *probe =
+        calloc(1, sizeof(*probe) + 256 * sizeof(struct io_uring_probe_op));
 
-    memset(&ops, 0, sizeof(ops));
-    if (ngxffi_sys_uring_register(u->fd, IORING_REGISTER_PROBE, &ops, 256)
-        == -1) {
-        return;
-    }
+    if (probe == NULL) return;
+    if (ngxffi_sys_uring_register(u->fd, IORING_REGISTER_PROBE, probe, 256)
+        == 0) {
 #define NGXFFI_HAS_OP(op)                                                      \
-    ((op) <= ops.probe.last_op && (ops.ops[op].flags & IO_URING_OP_SUPPORTED))
-    p->msg_ring = NGXFFI_HAS_OP(IORING_OP_MSG_RING);
-    p->recv = NGXFFI_HAS_OP(IORING_OP_RECV);
-    p->provide_buffers = NGXFFI_HAS_OP(IORING_OP_PROVIDE_BUFFERS);
+    ((op) <= probe->last_op && (probe->ops[op].flags & IO_URING_OP_SUPPORTED))
+        p->msg_ring = NGXFFI_HAS_OP(IORING_OP_MSG_RING);
+        p->recv = NGXFFI_HAS_OP(IORING_OP_RECV);
+        p->provide_buffers = NGXFFI_HAS_OP(IORING_OP_PROVIDE_BUFFERS);
 #undef NGXFFI_HAS_OP
+    }
+    free(probe);
 }
 
 /* Multishot poll keeps its request: an eventfd written once posts a
@@ -521,7 +519,6 @@ void
 ngxffi_uring_close(ngxffi_cycle_t *cy)
 {
     ngxffi_uring_t *u;
-    struct io_uring_sqe *sqe;
 
     if (cy == NULL || cy->uring == NULL) return;
     u = cy->uring;

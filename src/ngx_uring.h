@@ -140,6 +140,11 @@ struct ngxffi_uring_s {
 };
 
 struct io_uring_sqe *ngxffi_uring_sqe(ngxffi_uring_t *u);
+/* Convert completions into cy->event_list from position n on, as long as
+   there is room; the rest stay queued for the next turn, as epoll keeps
+   events beyond maxevents. Returns the new count; *other counts the
+   completions that were not events. */
+int ngxffi_uring_reap(ngxffi_cycle_t *cy, ngxffi_uring_t *u, int n, int *other);
 int ngxffi_uring_enter(ngxffi_uring_t *u, unsigned min_complete,
                        int64_t timeout_ns);
 void ngxffi_uring_cancel(ngxffi_uring_t *u, struct io_uring_sqe *sqe,

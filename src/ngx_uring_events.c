@@ -247,11 +247,7 @@ ngxffi_uring_convert(ngxffi_cycle_t *cy, ngxffi_uring_t *u,
     return 1;
 }
 
-/* Convert completions into cy->event_list from position n on, as long as
-   there is room; the rest stay queued for the next turn, as epoll keeps
-   events beyond maxevents. Returns the new count; *other counts the
-   completions that were not events. */
-static int
+int
 ngxffi_uring_reap(ngxffi_cycle_t *cy, ngxffi_uring_t *u, int n, int *other)
 {
     unsigned head = *u->cq_head;

@@ -73,14 +73,19 @@ def test_info_json_reports_layout_features_and_limits() -> None:
     assert report["structs"]["ngx_connection_t"]["size"] == ffi.sizeof(
         "ngx_connection_t"
     )
-    # This machine's kernel is modern (6.x): all five are there.
+    # This machine's kernel is modern (6.x): all of them are there.
     assert report["features"] == {
         "EPOLLRDHUP": True,
         "EPOLLEXCLUSIVE": True,
         "accept4": True,
         "epoll_pwait2": True,
         "openat2": True,
+        "io_uring": True,
+        "io_uring multishot poll": True,
     }
+    uring = report["io_uring"]
+    assert uring["usable"] and uring["cancel_all"] and uring["reason"] == ""
+    assert uring["features"] & 1  # IORING_FEAT_SINGLE_MMAP
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert report["RLIMIT_NOFILE"] == {"soft": soft, "hard": hard}
     assert report["python"].endswith(".".join(map(str, sys.version_info[:3])))
@@ -95,6 +100,7 @@ def test_info_text_names_every_section() -> None:
         "accept4",
         "epoll_pwait2",
         "openat2",
+        "io_uring multishot poll",
         "RLIMIT_NOFILE",
         "struct epoll_event: size",
         "ngx_connection_t: size",
