@@ -30,6 +30,7 @@ import frameworks
 import idle_memory
 import sleep_precision
 import syscalls
+import uring_completion
 from servers import ONLY, selected, which
 
 RESULTS = Path(__file__).parent / "results"
@@ -60,6 +61,12 @@ SECTIONS: list[tuple[str, str, Callable[[], str]]] = [  # key, title, run
         "sleep_precision",
         "asyncio.sleep below a millisecond (benchmarks/sleep_precision.py)",
         sleep_precision.main,
+    ),
+    (
+        "uring_completion",
+        "Completion-based I/O: io_uring against epoll for `return`, in C "
+        "(benchmarks/uring_completion.py)",
+        uring_completion.main,
     ),
     ("syscalls", "Binding: per-call cost (benchmarks/syscalls.py)", syscalls.main),
     (

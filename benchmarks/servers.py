@@ -13,7 +13,9 @@ Every server answers every request to ``/`` with a small ``200`` whose body is
   framework servers of framework_servers.py;
 * ``ngxffi-nofaults``, ``ngxffi-armed``: ``ngxffi serve`` as ``ngxffi``, built without
   the fault-injection hooks (the package faults.py builds, through PYTHONPATH), or
-  with a rule armed on a call the server does not make (faults.py).
+  with a rule armed on a call the server does not make (faults.py);
+* the kinds a benchmark adds to ``COMMANDS`` with their command lines
+  (uring_completion.py: its C servers, ``ngxffi serve --use io_uring``).
 
 With a :class:`Content` of ``file_kib`` KiB, nginx and ngxffi serve a file of that
 size instead, generated into the server's own temporary root: nginx with ``root``,
@@ -81,6 +83,9 @@ NGXFFI_KINDS = (
 NGXFFI_USE = {"ngxffi-uring": "io_uring"}
 # A kind's environment beyond ours (faults.py sets the two fault kinds')
 EXTRA_ENV: dict[str, dict[str, str]] = {}
+# Servers a benchmark defines itself: kind -> its command line, given the server's
+# temporary directory and port (uring_completion.py sets its kinds')
+COMMANDS: dict[str, Callable[[Path, int], list[str]]] = {}
 
 
 NGINX_CONF = """daemon off;
@@ -171,7 +176,9 @@ def commands(
 ) -> list[list[str]]:
     """The command line of each process to start: one for nginx and ngxffi (a single
     process, or a master that forks the workers); one per worker for the Python
-    servers, which then share the port with SO_REUSEPORT."""
+    servers, which then share the port with SO_REUSEPORT; COMMANDS' own."""
+    if kind in COMMANDS:
+        return [COMMANDS[kind](tmp, port)]
     fields = {"tmp": tmp, "port": port, "workers": workers, "limit": LIMIT}
     root = content.make_root(tmp)
     if kind == "nginx":
