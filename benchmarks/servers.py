@@ -15,7 +15,7 @@ Every server answers every request to ``/`` with a small ``200`` whose body is
   the fault-injection hooks (the package faults.py builds, through PYTHONPATH), or
   with a rule armed on a call the server does not make (faults.py);
 * the kinds a benchmark adds to ``COMMANDS`` with their command lines
-  (uring_completion.py: its C servers, ``ngxffi serve --use io_uring``).
+  (uring_completion.py: its C servers).
 
 With a :class:`Content` of ``file_kib`` KiB, nginx and ngxffi serve a file of that
 size instead, generated into the server's own temporary root: nginx with ``root``,

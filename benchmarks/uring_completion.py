@@ -43,7 +43,6 @@ LABELS.update(
     {
         "c-epoll": "C, epoll (readiness)",
         "c-uring": "C, io_uring (completions)",
-        URING_NGXFFI: "ngxffi serve, `--use io_uring`",
     }
 )
 SCENARIO = http.Scenario(
@@ -77,16 +76,11 @@ def c_server(binary: Path, mode: str) -> Callable[[Path, int], list[str]]:
     return command
 
 
-def ngxffi_uring(tmp: Path, port: int) -> list[str]:
-    (argv,) = servers.commands("ngxffi", tmp, port, 1, servers.HELLO)
-    return [*argv, "--use", "io_uring"]
-
-
 def register(binary: Path) -> None:
-    """The C servers and ngxffi on io_uring as kinds servers.running starts."""
+    """The C servers as kinds servers.running starts (ngxffi on io_uring is one of
+    its own: ``use = "io_uring"``)."""
     for kind, mode in C_MODES.items():
         servers.COMMANDS[kind] = c_server(binary, mode)
-    servers.COMMANDS[URING_NGXFFI] = ngxffi_uring
 
 
 def holds_uring(server: servers.Server) -> bool:
@@ -193,7 +187,7 @@ def main() -> str:
             "server's run of the same round. The C io_uring server asks for "
             "SINGLE_ISSUER, DEFER_TASKRUN, SUBMIT_ALL, multishot accept and recv and "
             f"256 provided buffers of 2 KiB: {features}."
-            + (f" `ngxffi serve --use io_uring`: {missing}." if missing else ""),
+            + (f" ngxffi serve on io_uring: {missing}." if missing else ""),
             *http.error_note(medians),
         ]
     )
