@@ -14,6 +14,8 @@ from ngxffi import Connection, Cycle, ffi, lib, probe
 from ngxffi import os as nos
 from ngxffi.event.event import USE_CLEAR_EVENT
 from ngxffi.event.modules.epoll import EpollModule
+from ngxffi.event.modules.io_uring import IoUringModule
+from ngxffi.event.modules.tagged import TaggedModule
 
 IO_URING = probe.io_uring()
 needs_io_uring = pytest.mark.skipif(
@@ -91,23 +93,33 @@ def edge(cy: Cycle) -> bool:
     return bool(cy.event_flags & USE_CLEAR_EVENT)
 
 
-@pytest.fixture(params=METHODS)
-def cycle(request: pytest.FixtureRequest) -> Iterator[Cycle]:
-    """A small cycle on each event module: the behavioural suite runs on all."""
-    with Cycle(16, use=request.param) as cy:
+def small_cycle(use: str) -> Iterator[Cycle]:
+    """Cycle(16, use=use) for a fixture; the connections a test left open are closed
+    before the module, so that their sockets go with the test."""
+    with Cycle(16, use=use) as cy:
         yield cy
         for c in cy.connections:
             if c.raw.fd != -1:
                 cy.close_connection(c)
+
+
+@pytest.fixture(params=METHODS)
+def cycle(request: pytest.FixtureRequest) -> Iterator[Cycle]:
+    """A small cycle on each event module: the behavioural suite runs on all."""
+    yield from small_cycle(request.param)
+
+
+@pytest.fixture(params=EDGE_METHODS)
+def edge_cycle(request: pytest.FixtureRequest) -> Iterator[Cycle]:
+    """A small cycle on each module with epoll's model (edge-triggered, tags in the
+    kernel): the tests of epoll's rules run on io_uring too."""
+    yield from small_cycle(request.param)
 
 
 @pytest.fixture
 def epoll_cycle() -> Iterator[Cycle]:
-    with Cycle(16) as cy:
-        yield cy
-        for c in cy.connections:
-            if c.raw.fd != -1:
-                cy.close_connection(c)
+    """For the tests of epoll's own kernel rules."""
+    yield from small_cycle("epoll")
 
 
 @pytest.fixture
@@ -190,6 +202,30 @@ def epoll_module(cy: Cycle) -> EpollModule:
     """The cycle's event module, for tests that look inside the epoll one."""
     assert isinstance(cy.module, EpollModule)
     return cy.module
+
+
+def tagged(cy: Cycle) -> TaggedModule:
+    """The cycle's event module, epoll or io_uring, for what both have: notify's
+    event, the names of the wait call and of the tag's field in the log."""
+    assert isinstance(cy.module, TaggedModule)
+    return cy.module
+
+
+def uring(cy: Cycle) -> IoUringModule:
+    """The cycle's event module, for tests that look inside the io_uring one."""
+    assert isinstance(cy.module, IoUringModule)
+    return cy.module
+
+
+def inject(cy: Cycle, fd: int, events: int, data: int) -> None:
+    """Register ``fd`` in the cycle's kernel object with any tag ``data``, behind the
+    module's back: epoll_ctl ADD (level-triggered unless EPOLLET) on epoll, a poll
+    request (oneshot unless EPOLLET) on io_uring, submitted by the next
+    process_events."""
+    if isinstance(cy.module, EpollModule):
+        nos.epoll_ctl(cy.module.ep, lib.EPOLL_CTL_ADD, fd, events, data=data)
+    elif lib.ngxffi_uring_poll_raw(cy.raw, fd, events, data) == -1:
+        raise nos.error("ngxffi_uring_poll_raw")
 
 
 class Boom(Exception):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
-from conftest import epoll_module, free_list
+from conftest import EDGE_METHODS, free_list
 
 from ngxffi import Connection, Cycle, ffi, lib
 from ngxffi import os as nos
@@ -14,8 +15,9 @@ from ngxffi.event.posted import post_event
 Attach = Callable[[Cycle], tuple[Connection, int]]
 
 
-def test_a_new_cycle_is_laid_out_as_nginx_does() -> None:
-    with Cycle(8) as cy:
+@pytest.mark.parametrize("use", EDGE_METHODS)
+def test_a_new_cycle_is_laid_out_as_nginx_does(use: str) -> None:
+    with Cycle(8, use) as cy:
         assert free_list(cy) == list(range(8))
         assert cy.free_connection_n == 8
         for c in cy.connections:
@@ -26,8 +28,9 @@ def test_a_new_cycle_is_laid_out_as_nginx_does() -> None:
             assert c.read.closed and c.write.closed
 
 
-def test_one_allocation_per_array() -> None:
-    with Cycle(8) as cy:
+@pytest.mark.parametrize("use", EDGE_METHODS)
+def test_one_allocation_per_array(use: str) -> None:
+    with Cycle(8, use) as cy:
         size = ffi.sizeof("ngx_connection_t")
         addresses = [int(ffi.cast("uintptr_t", c.raw)) for c in cy.connections]
         assert addresses == [addresses[0] + i * size for i in range(8)]
@@ -177,14 +180,22 @@ def test_poll_get_connection_refuses_fds_beyond_files(
         assert "but only" in caplog.text and "files are available" in caplog.text
 
 
-def test_repr_and_context_manager_close_the_kernel_objects() -> None:
-    cy = Cycle(4)
-    ep = epoll_module(cy).ep
+def open_fds() -> set[int]:
+    """The open descriptors, less the one the listing itself used."""
+    listed = {int(name) for name in os.listdir("/proc/self/fd")}
+    return {fd for fd in listed if lib.ngxffi_get_status_flags(fd) != -1}
+
+
+@pytest.mark.parametrize("use", EDGE_METHODS)
+def test_repr_and_context_manager_close_the_kernel_objects(use: str) -> None:
+    before = open_fds()
+    cy = Cycle(4, use)
+    opened = open_fds() - before  # the epoll fd or the ring, and notify's eventfd
+    assert len(opened) == 2
     assert "0/4 used" in repr(cy)
     with cy:
         pass
-    with pytest.raises(OSError):
-        nos.get_status_flags(ep)
+    assert not opened & open_fds()
     cy.close()  # idempotent
 
 

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from conftest import edge, epoll_module
+from conftest import edge, tagged
 
 from ngxffi import (
     POST_EVENTS,
@@ -173,9 +173,9 @@ def test_hangup_alone_reaches_the_read_handler(cycle: Cycle, fds: list[int]) -> 
 
 
 def test_post_events_sends_accept_events_to_their_queue(
-    epoll_cycle: Cycle, attach: Attach
+    edge_cycle: Cycle, attach: Attach
 ) -> None:
-    cy = epoll_cycle
+    cy = edge_cycle
     a, pa = attach(cy)
     b, pb = attach(cy)
     a.read.raw.accept = 1
@@ -225,10 +225,14 @@ def test_nothing_ready_within_the_timeout_is_ok(cycle: Cycle, attach: Attach) ->
     assert not cycle.posted_events and not c.read.ready
 
 
-def test_epoll_wait_interrupted_logs_info_and_returns(
-    epoll_cycle: Cycle, caplog: pytest.LogCaptureFixture
+def test_the_wait_interrupted_logs_info_and_returns(
+    edge_cycle: Cycle, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """On io_uring the first turn submits notify's poll request, so the kernel hides
+    the EINTR of that enter (it returns the count submitted): C must find it."""
     import signal
+
+    cy = edge_cycle
 
     main = threading.main_thread().ident
     assert main is not None
@@ -236,47 +240,53 @@ def test_epoll_wait_interrupted_logs_info_and_returns(
     try:
         threading.Timer(0.05, signal.pthread_kill, (main, signal.SIGUSR1)).start()
         with caplog.at_level("INFO", logger="ngxffi"):
-            assert epoll_cycle.actions.process_events(epoll_cycle, -1, 0) == ERROR
+            assert cy.actions.process_events(cy, -1, 0) == ERROR
     finally:
         signal.signal(signal.SIGUSR1, old)
-    assert "epoll_wait() failed (4: Interrupted system call)" in caplog.text
+    assert f"{tagged(cy).WAIT_CALL} failed (4: Interrupted system call)" in caplog.text
     assert caplog.records[-1].levelname == "INFO"
 
 
 def test_add_conn_registers_both_sides_edge_triggered(
-    epoll_cycle: Cycle, attach: Attach
+    edge_cycle: Cycle, attach: Attach
 ) -> None:
-    c, peer = attach(epoll_cycle)
+    cy = edge_cycle
+    c, peer = attach(cy)
     calls: list[tuple[str, int]] = []
     c.read.handler = recorder(calls, "read")
     c.write.handler = recorder(calls, "write")
-    assert epoll_cycle.actions.add_conn is not None
-    epoll_cycle.actions.add_conn(c)
+    assert cy.actions.add_conn is not None
+    cy.actions.add_conn(c)
     assert c.read.active and c.write.active
     nos.send(peer, b"x")
-    turn(epoll_cycle, 1000)
-    turn(epoll_cycle)
+    turn(cy, 1000)
+    turn(cy)
     assert calls == [("read", c.index), ("write", c.index)]  # once: edge-triggered
 
 
 def test_failed_epoll_ctl_raises_and_alerts(
-    epoll_cycle: Cycle, attach: Attach, caplog: pytest.LogCaptureFixture
+    edge_cycle: Cycle, attach: Attach, caplog: pytest.LogCaptureFixture
 ) -> None:
-    c, _ = attach(epoll_cycle)
-    epoll_cycle.actions.add(c.read, READ_EVENT, 0)
+    """io_uring's registrations keep epoll_ctl's contract, EEXIST included, though
+    they make no syscall."""
+    cy = edge_cycle
+    c, _ = attach(cy)
+    cy.actions.add(c.read, READ_EVENT, 0)
     c.read.raw.active = 0  # lie: the next add is an ADD again
     with pytest.raises(FileExistsError):
-        epoll_cycle.actions.add(c.read, READ_EVENT, 0)
-    assert f"epoll_ctl(1, {c.fd}) failed (17: File exists)" in caplog.text
+        cy.actions.add(c.read, READ_EVENT, 0)
+    call = tagged(cy).CTL_CALL
+    assert f"{call}(1, {c.fd}) failed (17: File exists)" in caplog.text
 
 
-def test_notify_wakes_a_blocked_loop_from_another_thread(epoll_cycle: Cycle) -> None:
+def test_notify_wakes_a_blocked_loop_from_another_thread(edge_cycle: Cycle) -> None:
+    cy = edge_cycle
     woken: list[Event] = []
-    notify = epoll_cycle.actions.notify
+    notify = cy.actions.notify
     assert notify is not None
     threading.Timer(0.05, notify, (woken.append,)).start()
-    process_events_and_timers(epoll_cycle)  # no timers: waits forever without notify
-    assert woken == [epoll_module(epoll_cycle).notify_event]
+    process_events_and_timers(cy)  # no timers: waits forever without notify
+    assert woken == [tagged(cy).notify_event]
     notify(woken.append)
-    process_events_and_timers(epoll_cycle)
+    process_events_and_timers(cy)
     assert len(woken) == 2

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from conftest import EDGE_METHODS
 
 from ngxffi import (
     POST_EVENTS,
@@ -28,8 +29,8 @@ Attach = Callable[[Cycle], tuple[Connection, int]]
 
 
 @pytest.fixture
-def cy(epoll_cycle: Cycle) -> Cycle:
-    return epoll_cycle
+def cy(edge_cycle: Cycle) -> Cycle:
+    return edge_cycle
 
 
 def named(cy: Cycle, log: list[str], name: str) -> Event:
@@ -168,12 +169,13 @@ def test_the_loop_waits_for_the_nearest_timer(cy: Cycle) -> None:
     assert ev.timedout
 
 
-def test_timer_resolution_updates_the_clock_from_sigalrm() -> None:
+@pytest.mark.parametrize("use", EDGE_METHODS)
+def test_timer_resolution_updates_the_clock_from_sigalrm(use: str) -> None:
     # In a child: SIGALRM belongs to pytest-timeout in this process.
-    code = textwrap.dedent("""
+    code = textwrap.dedent(f"""
         from ngxffi import Cycle, Event, process_events_and_timers
         fired = []
-        with Cycle(4, timer_resolution=10) as cy:
+        with Cycle(4, {use!r}, timer_resolution=10) as cy:
             ev = Event.standalone(cy, lambda ev: fired.append(cy.current_msec))
             start = cy.current_msec
             cy.timers.add_timer(ev, 50)

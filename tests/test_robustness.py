@@ -3,6 +3,7 @@ without close, bad fds, re-entry, failed start-up."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,13 +11,15 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import epoll_module
+from conftest import EDGE_METHODS, inject, needs_io_uring, uring
 
 from ngxffi import (
+    CLOSE_EVENT,
     READ_EVENT,
     Connection,
     Cycle,
     Event,
+    TraceRecord,
     handle_read_event,
     lib,
     post_event,
@@ -32,11 +35,11 @@ class Boom(Exception):
 
 
 def test_a_raising_handler_does_not_lose_the_rest_of_the_batch(
-    epoll_cycle: Cycle, attach: Attach
+    edge_cycle: Cycle, attach: Attach
 ) -> None:
     """Edge-triggered events after the raising one were already marked ready and will
     not be reported again: they run on the next turn, without waiting."""
-    cy = epoll_cycle
+    cy = edge_cycle
     calls: list[int] = []
 
     def handler(ev: Event) -> None:
@@ -69,17 +72,18 @@ def test_timers_beyond_int_max_do_not_overflow(cycle: Cycle, attach: Attach) -> 
     assert seen == [1]
 
 
-def test_a_closed_cycle_refuses_to_run(fds: list[int]) -> None:
-    a = Cycle(4)
+@pytest.mark.parametrize("use", EDGE_METHODS)
+def test_a_closed_cycle_refuses_to_run(use: str) -> None:
+    a = Cycle(4, use=use)
     a.close()
-    with Cycle(4) as b:  # likely reuses a's epoll fd number
+    with Cycle(4, use=use) as b:  # likely reuses a's epoll fd (or ring) number
         with pytest.raises(ValueError, match="closed cycle"):
             a.actions.process_events(a, 0, 0)
         assert b.actions.process_events(b, 0, 0) == 0
 
 
-def test_a_slot_freed_without_close_starts_clean(epoll_cycle: Cycle) -> None:
-    cy = epoll_cycle
+def test_a_slot_freed_without_close_starts_clean(edge_cycle: Cycle) -> None:
+    cy = edge_cycle
     c = cy.get_connection(nos.eventfd())
     assert c is not None
     fired: list[Event] = []
@@ -99,12 +103,12 @@ def test_a_slot_freed_without_close_starts_clean(epoll_cycle: Cycle) -> None:
 
 
 def test_reusable_flag_set_by_hand_does_not_break_close(
-    epoll_cycle: Cycle, attach: Attach
+    edge_cycle: Cycle, attach: Attach
 ) -> None:
-    c, _ = attach(epoll_cycle)
+    c, _ = attach(edge_cycle)
     c.reusable = 1  # not through reusable_connection: not in the queue
-    epoll_cycle.close_connection(c)
-    assert c.raw.fd == -1 and epoll_cycle.free_connection_n == 16
+    edge_cycle.close_connection(c)
+    assert c.raw.fd == -1 and edge_cycle.free_connection_n == 16
 
 
 def test_negative_fds_are_refused(cycle: Cycle) -> None:
@@ -113,8 +117,8 @@ def test_negative_fds_are_refused(cycle: Cycle) -> None:
     assert cycle.free_connection_n == 16
 
 
-def test_process_events_is_not_reentrant(epoll_cycle: Cycle, attach: Attach) -> None:
-    cy = epoll_cycle
+def test_process_events_is_not_reentrant(edge_cycle: Cycle, attach: Attach) -> None:
+    cy = edge_cycle
     c, peer = attach(cy)
     c.read.handler = lambda ev: cy.actions.process_events(cy, 0, 0)
     handle_read_event(c.read)
@@ -124,27 +128,42 @@ def test_process_events_is_not_reentrant(epoll_cycle: Cycle, attach: Attach) -> 
 
 
 def test_invalid_tags_are_counted_once_per_batch(
-    epoll_cycle: Cycle, attach: Attach, fds: list[int]
+    edge_cycle: Cycle, attach: Attach, fds: list[int]
 ) -> None:
-    cy = epoll_cycle
-    efd = nos.eventfd(1)
+    """The batch is closer, a tag not ours, victim: the close re-decides the rest of
+    the batch, which must not count the bad tag again."""
+    cy = edge_cycle
+    efd = nos.eventfd(0)
     fds.append(efd)
-    ep = epoll_module(cy).ep
     closer, peer = attach(cy)
     victim, peer2 = attach(cy)
-    closer.read.handler = lambda ev: cy.close_connection(victim)  # forces re-decisions
-    victim.read.handler = lambda ev: None
+    closed: list[int] = []
+
+    def close_victim(ev: Event) -> None:
+        closed.append(victim.index)
+        cy.close_connection(victim)  # forces a re-decision
+
+    closer.read.handler = close_victim
+    victim.read.handler = lambda ev: pytest.fail("the closed victim's handler ran")
     handle_read_event(closer.read)
     handle_read_event(victim.read)
+    inject(cy, efd, lib.EPOLLIN, 0xBAD0)
+    cy.actions.process_events(cy, 0, 0)  # io_uring submits the requests: none ready
+    # in this order, so that both kernels queue the events in this order
     nos.send(peer, b"x")
-    nos.epoll_ctl(ep, lib.EPOLL_CTL_ADD, efd, lib.EPOLLIN, data=0xBAD0)
+    os.eventfd_write(efd, 1)
     nos.send(peer2, b"x")
+    records: list[TraceRecord] = []
+    cy.trace = records.append
     cy.actions.process_events(cy, 1000, 0)
+    assert [r.slot for r in records] == [closer.index, None, victim.index]
+    assert closed == [victim.index]
     assert cy.raw.invalid_events == 1
 
 
-def test_a_failed_start_leaves_no_descriptor_behind() -> None:
-    code = textwrap.dedent("""
+@pytest.mark.parametrize("use", EDGE_METHODS)
+def test_a_failed_start_leaves_no_descriptor_behind(use: str) -> None:
+    code = textwrap.dedent(f"""
         import os, resource
         from ngxffi import Cycle
         first, second = os.dup(0), os.dup(0)  # the two lowest free fd numbers
@@ -152,10 +171,11 @@ def test_a_failed_start_leaves_no_descriptor_behind() -> None:
         os.close(second)
         before = set(os.listdir("/proc/self/fd"))
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        # room for the epoll fd and the RDHUP probe's epoll fd, not its socketpair
+        # room for the epoll fd (or the ring, and io_uring's probe: a ring and an
+        # eventfd) and the RDHUP probe's epoll fd, not its socketpair
         resource.setrlimit(resource.RLIMIT_NOFILE, (second + 1, hard))
         try:
-            Cycle(4)
+            Cycle(4, use={use!r})
         except OSError as e:
             print(e.errno, set(os.listdir("/proc/self/fd")) == before)
     """)
@@ -173,15 +193,17 @@ def test_a_failed_start_leaves_no_descriptor_behind() -> None:
 
 
 def test_the_last_handler_can_activate_the_write_side_of_its_own_event(
-    epoll_cycle: Cycle, attach: Attach
+    edge_cycle: Cycle, attach: Attach
 ) -> None:
     """nginx checks wev->active after the read handler: activating it there makes the
     write handler run in the same iteration, even for the batch's last event."""
-    cy = epoll_cycle
+    cy = edge_cycle
     c, peer = attach(cy)
     assert cy.actions.add_conn is not None
     cy.actions.add_conn(c)  # IN|OUT|ET
-    cy.actions.delete(c.write, lib.EPOLLOUT, 1)  # CLOSE_EVENT: inactive, no syscall
+    # inactive, still registered: what epoll's delete with CLOSE_EVENT leaves (on
+    # io_uring that delete cancels the request)
+    c.write.raw.active = 0
     calls: list[str] = []
 
     def read(ev: Event) -> None:
@@ -195,9 +217,9 @@ def test_the_last_handler_can_activate_the_write_side_of_its_own_event(
     assert calls == ["read", "write"]
 
 
-def test_every_change_in_a_batch_is_seen(epoll_cycle: Cycle, attach: Attach) -> None:
+def test_every_change_in_a_batch_is_seen(edge_cycle: Cycle, attach: Attach) -> None:
     """A closes C, then B closes D: a change after a re-decision counts too."""
-    cy = epoll_cycle
+    cy = edge_cycle
     conns = []
     calls: list[int] = []
     for _ in range(4):
@@ -220,12 +242,12 @@ def test_every_change_in_a_batch_is_seen(epoll_cycle: Cycle, attach: Attach) -> 
     assert calls == [a.index, b.index]
 
 
-def test_an_inactive_read_side_is_skipped(epoll_cycle: Cycle, attach: Attach) -> None:
-    cy = epoll_cycle
+def test_an_inactive_read_side_is_skipped(edge_cycle: Cycle, attach: Attach) -> None:
+    cy = edge_cycle
     c, peer = attach(cy)
     assert cy.actions.add_conn is not None
     cy.actions.add_conn(c)
-    cy.actions.delete(c.read, READ_EVENT, 1)  # CLOSE_EVENT: no syscall, still reported
+    c.read.raw.active = 0  # still registered, so still reported (see above)
     calls: list[str] = []
     c.read.handler = lambda ev: calls.append("read")
     c.write.handler = lambda ev: calls.append("write")
@@ -240,10 +262,31 @@ def test_delete_with_close_event_makes_no_syscall(epoll_cycle: Cycle) -> None:
     assert c is not None
     handle_read_event(c.read)
     nos.close(c.fd)  # any epoll_ctl on this fd would now fail with EBADF
-    cy.actions.delete(c.read, READ_EVENT, 1)
+    cy.actions.delete(c.read, READ_EVENT, CLOSE_EVENT)
     assert not c.read.active
     c.raw.shared = 1  # the fd is gone already: do not close it again
     cy.close_connection(c)
+
+
+@needs_io_uring
+def test_delete_with_close_event_makes_no_enter(attach: Attach) -> None:
+    """io_uring's counterpart: the cancel is only queued, so the closed socket, which
+    the poll request holds, is let go by the next turn's enter, not before."""
+    with Cycle(4, use="io_uring") as cy:
+        c, peer = attach(cy)
+        handle_read_event(c.read)
+        cy.actions.process_events(cy, 0, 0)  # the poll request is submitted
+        enters = uring(cy).stats()["enters"]
+        cy.actions.delete(c.read, READ_EVENT, CLOSE_EVENT)
+        assert not c.read.active
+        assert uring(cy).stats()["enters"] == enters
+        nos.close(c.fd)
+        with pytest.raises(BlockingIOError):  # the request still holds the socket
+            nos.recv(peer, 1)
+        cy.actions.process_events(cy, 0, 0)
+        assert nos.recv(peer, 1) == b""
+        c.raw.shared = 1  # closed above
+        cy.close_connection(c)
 
 
 def test_exclusive_registration_drops_rdhup(epoll_cycle: Cycle, attach: Attach) -> None:

@@ -1,13 +1,14 @@
-"""Stale events and tagged pointers on epoll (NGINX_EVENT_CORE.md §2), with real
-sockets: every case arranges one epoll_wait batch in which a handler invalidates an
-event that comes later in the same batch."""
+"""Stale events and tagged pointers on epoll and io_uring (NGINX_EVENT_CORE.md §2),
+with real sockets: every case arranges one batch (one epoll_wait, or one enter's
+completions) in which a handler invalidates an event that comes later in the same
+batch."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import epoll_module
+from conftest import EDGE_METHODS, inject, tagged
 
 from ngxffi import Connection, Cycle, Event, TraceRecord, ffi, handle_read_event, lib
 from ngxffi import os as nos
@@ -15,10 +16,12 @@ from ngxffi import os as nos
 Attach = Callable[[Cycle], tuple[Connection, int]]
 
 
-@pytest.fixture
-def traced() -> Iterator[tuple[Cycle, list[TraceRecord]]]:
+@pytest.fixture(params=EDGE_METHODS)
+def traced(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[Cycle, list[TraceRecord]]]:
     records: list[TraceRecord] = []
-    with Cycle(16, trace=records.append) as cy:
+    with Cycle(16, request.param, trace=records.append) as cy:
         yield cy, records
         for c in cy.connections:
             if c.raw.fd != -1:
@@ -135,13 +138,15 @@ def test_write_side_rechecked_after_the_read_handler_closes(
     assert (records[0].read, records[0].write) == ("dispatched", expected)
 
 
-def reuse_twice_in_one_batch(strong: bool, attach: Attach) -> tuple[list[str], int]:
+def reuse_twice_in_one_batch(
+    use: str, strong: bool, attach: Attach
+) -> tuple[list[str], int]:
     """A handler closes the other connection and reuses its slot twice, so the
     instance bit flips back; the new user registers for reads with nothing to read.
     Returns the verdicts and how often the new user's handler was (wrongly) called."""
     records: list[TraceRecord] = []
     wrong: list[Event] = []
-    with Cycle(16, strong_tags=strong, trace=records.append) as cy:
+    with Cycle(16, use, strong_tags=strong, trace=records.append) as cy:
 
         def reuse_twice(ev: Event) -> None:
             other = the_other(cy, ev.data)
@@ -165,21 +170,24 @@ def reuse_twice_in_one_batch(strong: bool, attach: Attach) -> tuple[list[str], i
     return [r.read for r in records], len(wrong)
 
 
-def test_the_double_flip_hole_in_nginx_mode(attach: Attach) -> None:
-    verdicts, wrong = reuse_twice_in_one_batch(False, attach)
+@pytest.mark.parametrize("use", EDGE_METHODS)
+def test_the_double_flip_hole_in_nginx_mode(use: str, attach: Attach) -> None:
+    verdicts, wrong = reuse_twice_in_one_batch(use, False, attach)
     assert verdicts == ["dispatched", "dispatched"]
     assert wrong == 1  # nginx's single bit let the stale event through
 
 
-def test_strong_tags_close_the_hole(attach: Attach) -> None:
-    verdicts, wrong = reuse_twice_in_one_batch(True, attach)
+@pytest.mark.parametrize("use", EDGE_METHODS)
+def test_strong_tags_close_the_hole(use: str, attach: Attach) -> None:
+    verdicts, wrong = reuse_twice_in_one_batch(use, True, attach)
     assert verdicts == ["dispatched", "stale: reused"]
     assert wrong == 0
 
 
-def test_strong_tags_carry_the_generation(attach: Attach) -> None:
+@pytest.mark.parametrize("use", EDGE_METHODS)
+def test_strong_tags_carry_the_generation(use: str, attach: Attach) -> None:
     records: list[TraceRecord] = []
-    with Cycle(4, strong_tags=True, trace=records.append) as cy:
+    with Cycle(4, use, strong_tags=True, trace=records.append) as cy:
         c, peer = attach(cy)
         c.read.handler = lambda ev: None
         handle_read_event(c.read)
@@ -191,12 +199,17 @@ def test_strong_tags_carry_the_generation(attach: Attach) -> None:
         cy.close_connection(c)
 
 
+@pytest.mark.parametrize("use", EDGE_METHODS)
 @pytest.mark.parametrize("strong", [False, True])
 def test_invalid_tags_are_counted_logged_and_never_dereferenced(
-    strong: bool, attach: Attach, caplog: pytest.LogCaptureFixture, fds: list[int]
+    use: str,
+    strong: bool,
+    attach: Attach,
+    caplog: pytest.LogCaptureFixture,
+    fds: list[int],
 ) -> None:
     records: list[TraceRecord] = []
-    with Cycle(16, strong_tags=strong, trace=records.append) as cy:
+    with Cycle(16, use, strong_tags=strong, trace=records.append) as cy:
         base = int(ffi.cast("uintptr_t", cy.raw.connections))
         size = ffi.sizeof("ngx_connection_t")
         bogus = [
@@ -213,8 +226,7 @@ def test_invalid_tags_are_counted_logged_and_never_dereferenced(
         for value in bogus:
             efd = nos.eventfd(1)  # always readable
             fds.append(efd)
-            ep = epoll_module(cy).ep
-            nos.epoll_ctl(ep, lib.EPOLL_CTL_ADD, efd, lib.EPOLLIN, data=value)
+            inject(cy, efd, lib.EPOLLIN, value)
         c, peer = attach(cy)
         calls: list[Event] = []
         c.read.handler = calls.append
@@ -226,6 +238,6 @@ def test_invalid_tags_are_counted_logged_and_never_dereferenced(
         verdicts = {r.data: (r.read, r.write, r.slot) for r in records}
         for value in bogus:
             assert verdicts[value] == ("invalid", "invalid", None)
-            assert f"invalid data.u64 {value:#x}" in caplog.text
+            assert f"invalid {tagged(cy).TAG_FIELD} {value:#x}" in caplog.text
         assert sum(r.levelname == "ALERT" for r in caplog.records) == len(bogus)
         cy.close_connection(c)

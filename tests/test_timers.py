@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from conftest import EDGE_METHODS
 
 from ngxffi import Cycle, Event
 from ngxffi.core.times import MSEC_MASK, msec_diff
 from ngxffi.event.timer import TIMER_INFINITE
 
 
-@pytest.fixture
-def cy() -> Iterator[Cycle]:
-    with Cycle(4) as cycle:
+@pytest.fixture(params=EDGE_METHODS)
+def cy(request: pytest.FixtureRequest) -> Iterator[Cycle]:
+    with Cycle(4, use=request.param) as cycle:
         yield cycle
 
 
@@ -95,11 +96,12 @@ def test_rearming_often_keeps_the_heap_bounded(cy: Cycle) -> None:
     assert len(cy.timers.heap) <= 2 * 8 + 64 + 1
 
 
-def test_keys_wrap_around_2_64() -> None:
+@pytest.mark.parametrize("use", EDGE_METHODS)
+def test_keys_wrap_around_2_64(use: str) -> None:
     fired: list[str] = []
-    with Cycle(4, clock_offset=0) as probe_cycle:
+    with Cycle(4, use, clock_offset=0) as probe_cycle:
         now = probe_cycle.current_msec
-    with Cycle(4, clock_offset=(1 << 64) - 50 - now) as cy:
+    with Cycle(4, use, clock_offset=(1 << 64) - 50 - now) as cy:
         assert cy.current_msec > (1 << 64) - 1000  # 50 ms before the wrap
         late, early = events(cy, fired, "late", "early")
         cy.timers.add_timer(late, 100)  # key wraps to about 50
