@@ -33,6 +33,12 @@ Deliberate differences from epoll, all from the kernel:
   nginx's double-flip hole spans a turn (``strong_tags`` closes it, as for epoll).
 * A changed mask is a cancel and a new request, which reports again what is ready: a
   handler may be woken once more than with epoll, and finds EAGAIN, as nginx's do.
+* A poll request always reports EPOLLRDHUP (and ERR, HUP) when the socket has it,
+  asked for or not (the kernel's IO_POLL_UNMASK); epoll reports RDHUP only when
+  registered for it. The decision reads RDHUP only beside IN, so nothing changes.
+* Closing the cycle waits, 100 ms at most (15-60 ms here), for the kernel to tear
+  the ring down: its last step interrupts the threads that used the ring with task
+  work flagged like a signal, which would fail the next epoll_wait with EINTR.
 """
 
 from __future__ import annotations
