@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import http
 
+import apt_get
 import asyncio_loops
 import chart
 import dispatch
@@ -81,14 +81,8 @@ HTTP_KEYS = {scenario.key for scenario in http.SCENARIOS}
 def ensure_tools() -> None:
     """Install missing load tools and servers with apt (the benchmarks' own set-up)."""
     missing = [pkg for cmd, pkg in APT_TOOLS.items() if which(cmd) is None]
-    if not missing:
-        return
-    if os.geteuid() != 0:
+    if missing and not apt_get.install(missing):
         raise SystemExit(f"missing {missing}: install them (apt-get install {missing})")
-    install = ["apt-get", "install", "-y", "-q", *missing]
-    if subprocess.run(install, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
-        subprocess.run(install, check=True, capture_output=True)
 
 
 def machine() -> str:
