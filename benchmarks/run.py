@@ -30,6 +30,7 @@ import frameworks
 import idle_memory
 import sleep_precision
 import syscalls
+import uring_binding
 import uring_completion
 from servers import ONLY, selected, which
 
@@ -67,6 +68,11 @@ SECTIONS: list[tuple[str, str, Callable[[], str]]] = [  # key, title, run
         "Completion-based I/O: io_uring against epoll for `return`, in C "
         "(benchmarks/uring_completion.py)",
         uring_completion.main,
+    ),
+    (
+        "uring_binding",
+        "io_uring binding: raw syscalls vs liburing (benchmarks/uring_binding.py)",
+        uring_binding.main,
     ),
     ("syscalls", "Binding: per-call cost (benchmarks/syscalls.py)", syscalls.main),
     (
