@@ -9,7 +9,8 @@
 #define NGX_EPOLL_H_INCLUDED
 
 #define NGXFFI_TAG_ADDRESS_BITS 48 /* strong tags: generation above */
-/* Two distinct bits above every code and count: codes are below 1 << 29 as the
+/* Distinct bits above every code and count (and NGXFFI_BATCH_ERRORS, 1 << 28,
+   in ngx_uring.h): codes are below 1 << 29 as the
    pool is at most NGXFFI_CONNECTIONS_MAX, counts (at most 2 * nevents) as
    nevents is at most NGXFFI_EVENTS_MAX. */
 #define NGXFFI_ACCEPT_QUEUE  (1 << 30) /* decide: post to the accept queue */

@@ -3,7 +3,7 @@
  * io_uring_register called as raw syscalls, the queues mapped with one mmap
  * (IORING_FEAT_SINGLE_MMAP) plus the SQE array. liburing does the same; it
  * would add a build and run-time dependency and decide on its own when to
- * enter, and the module wants exactly one enter per turn.
+ * enter, and the module wants one enter per turn, as a rule.
  */
 
 #include "ngxffi.h"
@@ -138,6 +138,33 @@ ngxffi_ring_open(ngxffi_uring_t *u, unsigned sq, unsigned cq, int setup)
     return 0;
 }
 
+/* Bumped in every child fork makes: a ring inherited across a fork shares
+   its queues with the parent's, which a child must not touch (under
+   SINGLE_ISSUER the kernel refuses it anyway; under COOP or PLAIN it would
+   take the parent's completions). */
+static unsigned ngxffi_forks;
+static pthread_once_t ngxffi_forks_once = PTHREAD_ONCE_INIT;
+
+static void
+ngxffi_forked(void)
+{
+    __atomic_add_fetch(&ngxffi_forks, 1, __ATOMIC_RELAXED);
+}
+
+static void
+ngxffi_watch_forks(void)
+{
+    pthread_atfork(NULL, NULL, ngxffi_forked);
+}
+
+int
+ngxffi_uring_foreign(const ngxffi_uring_t *u)
+{
+    if (__atomic_load_n(&ngxffi_forks, __ATOMIC_RELAXED) == u->forks) return 0;
+    errno = EEXIST; /* as SINGLE_ISSUER says it */
+    return 1;
+}
+
 /* The next free SQE, zeroed, or NULL when the queue is full even after
    submitting what it holds. The tail is published at once: only this thread
    writes it, and the kernel reads it only inside io_uring_enter. */
@@ -145,13 +172,18 @@ struct io_uring_sqe *
 ngxffi_uring_sqe(ngxffi_uring_t *u)
 {
     struct io_uring_sqe *sqe;
-    unsigned head = __atomic_load_n(u->sq_head, __ATOMIC_ACQUIRE);
+    unsigned head;
 
+    if (ngxffi_uring_foreign(u)) return NULL;
+    head = __atomic_load_n(u->sq_head, __ATOMIC_ACQUIRE);
     if (u->sq_local_tail - head >= u->sq_entries) {
         u->stats.sq_full++;
         if (ngxffi_uring_enter(u, 0, 0) < 0) return NULL;
         head = __atomic_load_n(u->sq_head, __ATOMIC_ACQUIRE);
-        if (u->sq_local_tail - head >= u->sq_entries) return NULL;
+        if (u->sq_local_tail - head >= u->sq_entries) {
+            errno = EAGAIN; /* the kernel took none of them */
+            return NULL;
+        }
     }
     sqe = &u->sqes[u->sq_local_tail & u->sq_mask];
     memset(sqe, 0, sizeof(*sqe));
@@ -215,7 +247,9 @@ ngxffi_uring_enter(ngxffi_uring_t *u, unsigned min_complete, int64_t timeout_ns)
         /* SUBMIT_ALL: all of them, unless the queue itself was refused */
         u->to_submit -=
             (unsigned) n < u->to_submit ? (unsigned) n : u->to_submit;
-        if (u->to_submit == 0) u->cancels_queued = 0;
+        /* at most that many cancels are left: a wait may count on fewer
+           completions than come, never on more */
+        if (u->cancels_queued > u->to_submit) u->cancels_queued = u->to_submit;
     }
     return n;
 }
@@ -244,33 +278,41 @@ ngxffi_ring_wait_for(ngxffi_uring_t *u, uint64_t ud, uint32_t *flags)
     return -ETIME;
 }
 
-/* Cancel every request and take the completions until they are all in
-   (the cancel's own says how many requests it found; each of them posts its
-   ECANCELED), 100 ms at most: another thread may own the ring. Closing a
-   ring with requests left would end them later, from a kernel worker: the
-   files they hold (sockets) would stay open meanwhile, and on a ring
-   without DEFER_TASKRUN the task work would interrupt this thread's next
-   blocking call, an epoll_wait's say, with EINTR. */
+/* Cancel every request and take the completions until the outstanding
+   requests have all ended (each ends with one completion without
+   IORING_CQE_F_MORE), 100 ms at most: another thread may own the ring.
+   Closing a ring with requests left would end them later, from a kernel
+   worker: the files they hold (sockets) would stay open meanwhile. */
 static void
-ngxffi_ring_quiesce(ngxffi_uring_t *u)
+ngxffi_ring_quiesce(ngxffi_uring_t *u, uintptr_t outstanding)
 {
     struct io_uring_sqe *sqe = ngxffi_uring_sqe(u);
-    int i, found = -1, cancelled = 0;
+    uintptr_t ended = 0;
+    int i, counted = 0;
 
     if (sqe == NULL) return;
     ngxffi_uring_cancel(u, sqe, 0,
                         IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
-    for (i = 0; i < 10 && (found < 0 || cancelled < found); i++) {
-        unsigned head = *u->cq_head;
-        unsigned tail;
-        if (ngxffi_uring_enter(u, 1, 10000000) == -1 && errno != ETIME) return;
+    sqe->user_data = NGXFFI_URING_CLOSING;
+    for (i = 0; i < 10 && (!counted || ended < outstanding); i++) {
+        unsigned head = *u->cq_head, tail;
+        /* a large min: it is also the budget of deferred completions run */
+        unsigned min = outstanding - ended < u->cq_entries
+                           ? (unsigned) (outstanding - ended) + 1
+                           : u->cq_entries;
+
+        if (ngxffi_uring_enter(u, min, 10000000) == -1 && errno != ETIME) {
+            return;
+        }
         tail = __atomic_load_n(u->cq_tail, __ATOMIC_ACQUIRE);
         for (; head != tail; head++) {
             const struct io_uring_cqe *cqe = &u->cqes[head & u->cq_mask];
-            if (cqe->user_data == NGXFFI_URING_INTERNAL && found < 0) {
-                found = cqe->res;
-            } else if (cqe->res == -ECANCELED) {
-                cancelled++;
+            if (cqe->user_data == NGXFFI_URING_CLOSING) {
+                counted = 1;
+            } else if (cqe->user_data != NGXFFI_URING_INTERNAL
+                       && !(cqe->flags & IORING_CQE_F_MORE))
+            {
+                ended++;
             }
         }
         __atomic_store_n(u->cq_head, head, __ATOMIC_RELEASE);
@@ -398,10 +440,9 @@ ngxffi_probe_rings(void *arg)
     ngxffi_probe_ops(&u, p);
     p->multishot_poll = ngxffi_probe_multishot(&u);
     p->cancel_all = ngxffi_probe_cancel_all(&u);
-    ngxffi_ring_quiesce(&u);
+    ngxffi_ring_quiesce(&u, 1); /* the multishot poll */
     ngxffi_ring_unmap(&u);
-    p->usable = p->multishot_poll && p->cancel_all
-                && ngxffi_setup_takes(IORING_SETUP_SUBMIT_ALL);
+    p->usable = p->multishot_poll && p->cancel_all; /* SUBMIT_ALL: taken */
     return NULL;
 }
 
@@ -494,6 +535,8 @@ ngxffi_uring_open(ngxffi_cycle_t *cy, int setup)
         err = ENOMEM;
         goto failed;
     }
+    pthread_once(&ngxffi_forks_once, ngxffi_watch_forks);
+    u->forks = __atomic_load_n(&ngxffi_forks, __ATOMIC_RELAXED);
     if (ngxffi_ring_open(u, sq, cq, setup) == -1) {
         err = errno;
         goto failed;
@@ -523,9 +566,15 @@ ngxffi_uring_close(ngxffi_cycle_t *cy)
     if (cy == NULL || cy->uring == NULL) return;
     u = cy->uring;
     cy->uring = NULL;
-    if (!u->disabled) ngxffi_ring_quiesce(u);
-    ngxffi_ring_unmap(u);
-    ngxffi_ring_settle();
+    if (ngxffi_uring_foreign(u)) {
+        ngxffi_ring_unmap(u); /* the parent's: not ours to cancel or wait on */
+    } else {
+        uintptr_t i, outstanding = 0;
+        for (i = 0; i < u->reg_n; i++) outstanding += u->reg[i].pending;
+        if (!u->disabled) ngxffi_ring_quiesce(u, outstanding);
+        ngxffi_ring_unmap(u);
+        ngxffi_ring_settle();
+    }
     free(u->reg);
     free(u->dirty);
     free(u);

@@ -24,6 +24,7 @@
    registration forgotten; no error when there was none. */
 #define NGXFFI_URING_CTL_CLOSE 4
 #define NGXFFI_URING_INTERNAL  2 /* user_data of the module's own requests */
+#define NGXFFI_URING_CLOSING   6 /* and of the cancel of everything at close */
 /* ngxffi_uring_process: poll requests failed (ngxffi_uring_errors) */
 #define NGXFFI_BATCH_ERRORS     (1 << 28)
 #define NGXFFI_URING_ERRORS_MAX 16 /* kept per turn; the rest only counted */
@@ -92,7 +93,9 @@ int ngxffi_uring_process(ngxffi_cycle_t *cy, int timer, int post, int trace);
 int ngxffi_uring_errors(const ngxffi_cycle_t *cy, int *fds, int *errs, int max);
 int ngxffi_uring_stats(const ngxffi_cycle_t *cy, ngxffi_uring_stats_t *out);
 /* For tests: a poll request with any user_data, outside the registrations
-   (multishot when events has EPOLLET). */
+   (multishot when events has EPOLLET). It counts as the pending request of
+   the slot its user_data names, if any: that slot is not re-armed while it
+   lasts, and a close does not cancel it (the cycle's close does). */
 int ngxffi_uring_poll_raw(ngxffi_cycle_t *cy, int fd, uint32_t events,
                           uint64_t user_data);
 
@@ -115,8 +118,9 @@ typedef struct {
 
 struct ngxffi_uring_s {
     int fd;
-    int setup;    /* NGXFFI_URING_DEFER, _COOP or _PLAIN */
-    int disabled; /* created IORING_SETUP_R_DISABLED, not yet enabled */
+    int setup;      /* NGXFFI_URING_DEFER, _COOP or _PLAIN */
+    int disabled;   /* created IORING_SETUP_R_DISABLED, not yet enabled */
+    unsigned forks; /* the process's fork count when it was made */
     unsigned to_submit;
     unsigned cancels_queued; /* of them, cancels: each posts at least once */
     void *ring;
@@ -140,6 +144,8 @@ struct ngxffi_uring_s {
 };
 
 struct io_uring_sqe *ngxffi_uring_sqe(ngxffi_uring_t *u);
+/* 1 (errno EEXIST) in a child the ring was inherited by. */
+int ngxffi_uring_foreign(const ngxffi_uring_t *u);
 /* Convert completions into cy->event_list from position n on, as long as
    there is room; the rest stay queued for the next turn, as epoll keeps
    events beyond maxevents. Returns the new count; *other counts the

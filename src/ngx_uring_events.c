@@ -11,8 +11,10 @@
  * with one completion without IORING_CQE_F_MORE: a oneshot's event, a
  * multishot ended by the kernel (a full completion queue ends it), a
  * failure, or the ECANCELED of a cancel. reg.pending counts the requests
- * not yet ended, so that a registration is re-armed only when none is left,
- * and two requests of ours never carry one tag at once.
+ * not yet ended, of any connection the slot had, so that a registration is
+ * re-armed only when none is left: a re-arm never doubles a request still
+ * armed. (A mask change's cancel and its new request do share a tag for a
+ * while; the cancel, earlier in the queue, ends only the old one.)
  */
 
 #include "ngxffi.h"
@@ -129,8 +131,10 @@ ngxffi_prep_poll(struct io_uring_sqe *sqe, int fd, uint32_t events,
     sqe->poll32_events = mask;
     /* multishot is edge-triggered (the kernel adds EPOLLET); oneshot,
        re-armed before each wait, is level-triggered: Linux refuses
-       IORING_POLL_ADD_LEVEL */
-    sqe->len = events & EPOLLET ? IORING_POLL_ADD_MULTI : 0;
+       IORING_POLL_ADD_LEVEL. EPOLLONESHOT is a oneshot not re-armed. */
+    sqe->len = (events & EPOLLET) && !(events & EPOLLONESHOT)
+                   ? IORING_POLL_ADD_MULTI
+                   : 0;
     sqe->user_data = user_data;
 }
 
@@ -200,7 +204,8 @@ ngxffi_reg_ended(ngxffi_uring_t *u, uintptr_t slot)
     }
     if (--r->pending || !r->live) return;
     r->live = 0;
-    if (r->added && !r->failed) {
+    /* EPOLLONESHOT: disarmed until a MOD, as epoll leaves it */
+    if (r->added && !r->failed && !(r->want & EPOLLONESHOT)) {
         ngxffi_reg_dirty(u, slot);
         u->stats.rearms++;
     }
@@ -279,11 +284,18 @@ ngxffi_now_ns(void)
     return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Since Linux 6.13 an enter on a DEFER_TASKRUN ring runs at most
+   max(20, min_complete) of the deferred completions it finds ("io_uring:
+   limit local tw done"), and leaves the rest for the next enter: a turn
+   would then see 20 events however many are ready. */
+#define NGXFFI_URING_TW_BUDGET 20
+
 /* Submit and wait up to timeout_ns (< 0: forever; 0: do not block) for
    events. When it submitted something, io_uring_enter hides how its wait
    ended (it returns the count submitted): a wait that brings only the
    module's own completions goes on for the time left, one that brings
-   nothing before the deadline was interrupted (EINTR). */
+   nothing before the deadline was interrupted (EINTR). Registrations that
+   such completions re-arm are submitted before waiting again. */
 static int
 ngxffi_uring_wait(ngxffi_cycle_t *cy, ngxffi_uring_t *u, int64_t timeout_ns,
                   int n)
@@ -291,12 +303,26 @@ ngxffi_uring_wait(ngxffi_cycle_t *cy, ngxffi_uring_t *u, int64_t timeout_ns,
     int64_t deadline = timeout_ns > 0 ? ngxffi_now_ns() + timeout_ns : 0;
 
     for (;;) {
-        int other = 0;
-        /* each cancel posts at least once: wait for one more than those */
-        unsigned min = timeout_ns == 0 ? 0 : 1 + u->cancels_queued;
-        int r = ngxffi_uring_enter(u, min, timeout_ns);
+        int other = 0, r;
+        unsigned room = (unsigned) (cy->nevents - n), min, before;
 
+        if (ngxffi_uring_flush(u) == -1) return -1;
+        /* A wait that may block waits for one completion more than the
+           cancels queued will post (each posts once). One that may not asks
+           for room for a whole batch, which is also how many deferred
+           completions the kernel then runs (it returns ETIME). */
+        min = timeout_ns == 0 ? room : 1 + u->cancels_queued;
+        before = __atomic_load_n(u->cq_tail, __ATOMIC_ACQUIRE);
+        r = ngxffi_uring_enter(u, min, timeout_ns);
         if (r == -1 && errno != ETIME) return -1;
+        if (timeout_ns != 0 && room > NGXFFI_URING_TW_BUDGET
+            && __atomic_load_n(u->cq_tail, __ATOMIC_ACQUIRE) - before
+                   >= NGXFFI_URING_TW_BUDGET
+            && ngxffi_uring_enter(u, room, 0) == -1 && errno != ETIME)
+        {
+            return -1; /* the kernel may have stopped at its budget: the
+                          rest, without waiting */
+        }
         n = ngxffi_uring_reap(cy, u, n, &other);
         if (n > 0 || timeout_ns == 0 || r == -1) return n;
         if (timeout_ns > 0) {
@@ -323,12 +349,15 @@ ngxffi_uring_process(ngxffi_cycle_t *cy, int timer, int post, int trace)
         errno = EINVAL;
         return -1;
     }
+    if (ngxffi_uring_foreign(u)) return -1; /* the queues are shared */
     invalid = cy->invalid_events;
     u->error_n = 0;
     u->stats.turns++;
     cy->batch_n = 0;
-    if (ngxffi_uring_flush(u) == -1) return -1;
+    /* what is left first: it may end requests, whose re-arms go with this
+       turn's submissions */
     n = ngxffi_uring_reap(cy, u, 0, &other);
+    if (ngxffi_uring_flush(u) == -1) return -1;
     if (n == 0 || u->to_submit
         || (__atomic_load_n(u->sq_flags, __ATOMIC_RELAXED)
             & IORING_SQ_CQ_OVERFLOW))

@@ -105,7 +105,8 @@ class IoUringModule(TaggedModule):
             raise self._fail(f"{self.CTL_CALL}({op}, {c.fd})")
 
     def _closing(self, c: Connection) -> None:
-        self._ctl(CTL_CLOSE, c, 0, 0)
+        if lib.ngxffi_uring_ctl(self.cycle.raw, CTL_CLOSE, c.raw, 0, 0) == -1:
+            raise self._fail(f"io_uring cancel({c.raw.fd})")
 
     def _batch_flags(self, cycle: Cycle, k: int) -> int:
         if k & BATCH_ERRORS:
