@@ -33,6 +33,12 @@ Deliberate differences from epoll, all from the kernel:
   nginx's double-flip hole spans a turn (``strong_tags`` closes it, as for epoll).
 * A changed mask is a cancel and a new request, which reports again what is ready: a
   handler may be woken once more than with epoll, and finds EAGAIN, as nginx's do.
+* Registration errors epoll_ctl gives at once (EBADF, EPERM for a regular file)
+  come with the request's completion, a turn later, as EPOLLERR|EPOLLHUP and an
+  alert; the request is not armed again until the connection is added again.
+* The actions are for the loop's thread only (they write the submission queue
+  without a lock); ``notify`` is for any thread. A child that inherited the cycle
+  across ``fork`` gets EEXIST, and its close leaves the parent's ring alone.
 * A poll request always reports EPOLLRDHUP (and ERR, HUP) when the socket has it,
   asked for or not (the kernel's IO_POLL_UNMASK); epoll reports RDHUP only when
   registered for it. The decision reads RDHUP only beside IN, so nothing changes.
