@@ -19,22 +19,9 @@
  * and with trace marks it NGXFFI_INVALID.
  */
 
-#include "ngxffi.h"
+#include "fuzz_pool.h"
 
-#define POOL_MAX  8
 #define EVENT_MAX 16
-
-static uint64_t
-take(const uint8_t **data, size_t *size, size_t n)
-{
-    uint64_t v = 0;
-    size_t i;
-
-    for (i = 0; i<n && * size> 0; i++, (*data)++, (*size)--) {
-        v |= (uint64_t) * *data << (8 * i);
-    }
-    return v;
-}
 
 static int
 decodes_to(const ngxffi_cycle_t *cy, uint64_t tag, intptr_t slot)
@@ -54,103 +41,75 @@ decodes_to(const ngxffi_cycle_t *cy, uint64_t tag, intptr_t slot)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    ngx_connection_t connections[POOL_MAX], notify;
-    ngx_event_t reads[POOL_MAX], writes[POOL_MAX], nrev, nwev;
+    fuzz_pool_t pool;
+    ngx_connection_t *connections = pool.connections;
     struct epoll_event list[EVENT_MAX];
     int32_t out[2 * EVENT_MAX], out_half[2 * EVENT_MAX];
     uint8_t verdicts[2 * EVENT_MAX];
-    ngxffi_cycle_t cy;
     unsigned header, i, n, inst;
     int k, j, post, trace, from = 0, invalid;
     uint64_t before;
 
-    memset(&cy, 0, sizeof(cy));
-    memset(connections, 0, sizeof(connections));
-    memset(reads, 0, sizeof(reads));
-    memset(writes, 0, sizeof(writes));
-    memset(&notify, 0, sizeof(notify));
-    memset(&nrev, 0, sizeof(nrev));
-    memset(&nwev, 0, sizeof(nwev));
-
-    header = (unsigned) take(&data, &size, 1);
-    n = 1 + (header & 7);
-    cy.connections = connections;
-    cy.read_events = reads;
-    cy.write_events = writes;
-    cy.connection_n = n;
-    cy.strong_tags = (header >> 3) & 1;
-    if (header & 0x10) {
-        notify.read = &nrev;
-        notify.write = &nwev;
-        nrev.data = nwev.data = &notify;
-        nwev.write = 1;
-        nrev.active = 1;
-        notify.fd = 3;
-        cy.notify = &notify;
-    }
+    header = (unsigned) fuzz_take(&data, &size, 1);
+    fuzz_pool(&pool, header);
+    n = (unsigned) pool.cy.connection_n;
     post = (header >> 5) & 1;
     trace = (header >> 6) & 1;
-    if (header & 0x80) from = (int) (int8_t) take(&data, &size, 1);
-    ngxffi_init_connections(&cy);
-
+    if (header & 0x80) from = (int) (int8_t) fuzz_take(&data, &size, 1);
     for (i = 0; i < n; i++) {
-        if (ngxffi_get_connection(&cy, (int) (100 + i)) != (intptr_t) i) {
-            abort();
-        }
-    }
-    for (i = 0; i < n; i++) {
-        unsigned b = (unsigned) take(&data, &size, 1);
+        unsigned b = (unsigned) fuzz_take(&data, &size, 1);
 
         connections[i].read->active = b & 1;
         connections[i].write->active = (b >> 1) & 1;
         connections[i].read->accept = (b >> 2) & 1;
         if (b & 8) { /* closed: fd -1, back on the free list */
             connections[i].fd = -1;
-            ngxffi_free_connection(&cy, i);
+            ngxffi_free_connection(&pool.cy, i);
         }
         for (inst = 0; inst < 2; inst++) {
-            intptr_t slot =
-                ngxffi_tag_slot(&cy, ngxffi_tag(&cy, &connections[i], inst));
+            intptr_t slot = ngxffi_tag_slot(
+                &pool.cy, ngxffi_tag(&pool.cy, &connections[i], inst));
             if (slot != (intptr_t) i) abort();
         }
     }
 
-    cy.event_list = list;
-    cy.nevents = EVENT_MAX;
-    cy.out = out;
-    cy.out_half = out_half;
-    cy.verdicts = verdicts;
+    pool.cy.event_list = list;
+    pool.cy.nevents = EVENT_MAX;
+    pool.cy.out = out;
+    pool.cy.out_half = out_half;
+    pool.cy.verdicts = verdicts;
     memset(verdicts, 0xff, sizeof(verdicts));
 
     for (k = 0; k < EVENT_MAX && size > 0; k++) {
-        unsigned sel = (unsigned) take(&data, &size, 1);
-        uint32_t events = (uint32_t) take(&data, &size, 4);
-        uint64_t value = take(&data, &size, 8);
+        unsigned sel = (unsigned) fuzz_take(&data, &size, 1);
+        uint32_t events = (uint32_t) fuzz_take(&data, &size, 4);
+        uint64_t value = fuzz_take(&data, &size, 8);
         intptr_t slot;
 
         if (sel & 1) {
-            value =
-                ngxffi_tag(&cy, &connections[(sel >> 1) % n], (sel >> 5) & 1)
-                ^ (value & 0xff);
+            value = ngxffi_tag(&pool.cy, &connections[(sel >> 1) % n],
+                               (sel >> 5) & 1)
+                    ^ (value & 0xff);
         }
         list[k].events = events;
         list[k].data.u64 = value;
-        slot = ngxffi_tag_slot(&cy, value);
-        if (slot != -1 && !decodes_to(&cy, value, slot)) abort();
+        slot = ngxffi_tag_slot(&pool.cy, value);
+        if (slot != -1 && !decodes_to(&pool.cy, value, slot)) abort();
     }
-    cy.batch_n = k;
+    pool.cy.batch_n = k;
 
-    before = cy.invalid_events;
-    j = ngxffi_epoll_decide(&cy, from, post, trace);
-    if (from < 0 || from > 2 * cy.batch_n) { /* outside the batch: refused */
-        if (j != -1 || cy.invalid_events != before) abort();
+    before = pool.cy.invalid_events;
+    j = ngxffi_epoll_decide(&pool.cy, from, post, trace);
+    if (from < 0 || from > 2 * pool.cy.batch_n)
+    { /* outside the batch: refused */
+        if (j != -1 || pool.cy.invalid_events != before) abort();
         return 0;
     }
-    if (j < 0 || j > 2 * cy.batch_n) abort();
+    if (j < 0 || j > 2 * pool.cy.batch_n) abort();
 
     invalid = 0;
-    for (k = 0; k < cy.batch_n; k++) {
-        if (ngxffi_tag_slot(&cy, list[k].data.u64) == -1) {
+    for (k = 0; k < pool.cy.batch_n; k++) {
+        if (ngxffi_tag_slot(&pool.cy, list[k].data.u64) == -1) {
             invalid++;
             if (trace
                 && ((2 * k >= from && verdicts[2 * k] != NGXFFI_INVALID)
@@ -161,7 +120,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         }
     }
-    if (cy.invalid_events - before != (uint64_t) (from == 0 ? invalid : 0)) {
+    if (pool.cy.invalid_events - before != (uint64_t) (from == 0 ? invalid : 0))
+    {
         abort();
     }
 
@@ -170,11 +130,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int32_t code = out[k] & ~(int32_t) NGXFFI_ACCEPT_QUEUE;
         intptr_t slot;
 
-        if (h < from || h >= 2 * cy.batch_n || (k > 0 && h <= out_half[k - 1]))
-        {
+        if (h < from || h >= 2 * pool.cy.batch_n
+            || (k > 0 && h <= out_half[k - 1])) {
             abort();
         }
-        slot = ngxffi_tag_slot(&cy, list[h / 2].data.u64);
+        slot = ngxffi_tag_slot(&pool.cy, list[h / 2].data.u64);
         if (slot == -1 || code != (int32_t) (slot * 2 + (h & 1))) abort();
         if (trace && verdicts[h] != (post ? NGXFFI_POSTED : NGXFFI_DISPATCHED))
         {

@@ -19,24 +19,11 @@
  * once; the decision names only slots of the pool; ASan and UBSan stay clean.
  */
 
-#include "ngxffi.h"
+#include "fuzz_pool.h"
 
-#define POOL_MAX  8
 #define EVENT_MAX 8
 #define CQ_N      32
 #define SQ_N      8
-
-static uint64_t
-take(const uint8_t **data, size_t *size, size_t n)
-{
-    uint64_t v = 0;
-    size_t i;
-
-    for (i = 0; i<n && * size> 0; i++, (*data)++, (*size)--) {
-        v |= (uint64_t) * *data << (8 * i);
-    }
-    return v;
-}
 
 static void
 registrations(ngxffi_cycle_t *cy, ngx_connection_t *connections, unsigned n,
@@ -48,7 +35,7 @@ registrations(ngxffi_cycle_t *cy, ngx_connection_t *connections, unsigned n,
     unsigned i;
 
     for (i = 0; i < n; i++) {
-        unsigned b = (unsigned) take(data, size, 1);
+        unsigned b = (unsigned) fuzz_take(data, size, 1);
         ngx_connection_t *c = &connections[i];
         uint32_t mask = masks[(b >> 4) & 3];
 
@@ -94,58 +81,31 @@ registrations(ngxffi_cycle_t *cy, ngx_connection_t *connections, unsigned n,
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    ngx_connection_t connections[POOL_MAX], notify;
-    ngx_event_t reads[POOL_MAX], writes[POOL_MAX], nrev, nwev;
+    fuzz_pool_t pool;
+    ngx_connection_t *connections = pool.connections;
     struct epoll_event list[EVENT_MAX];
     int32_t out[2 * EVENT_MAX], out_half[2 * EVENT_MAX];
     uint8_t verdicts[2 * EVENT_MAX];
-    ngxffi_uring_reg_t reg[POOL_MAX + 1];
-    uint32_t dirty[POOL_MAX + 1];
+    ngxffi_uring_reg_t reg[FUZZ_POOL_MAX + 1];
+    uint32_t dirty[FUZZ_POOL_MAX + 1];
     struct io_uring_sqe sqes[SQ_N];
     struct io_uring_cqe cqes[CQ_N];
     unsigned sq_head = 0, sq_tail = 0, sq_flags = 0, sq_array[SQ_N];
     unsigned cq_head = 0, cq_tail = 0;
-    unsigned char seen[POOL_MAX + 1];
+    unsigned char seen[FUZZ_POOL_MAX + 1];
     ngxffi_uring_t u;
-    ngxffi_cycle_t cy;
     unsigned header, i, n;
     int k, j, post, trace, other = 0;
 
-    memset(&cy, 0, sizeof(cy));
     memset(&u, 0, sizeof(u));
-    memset(connections, 0, sizeof(connections));
-    memset(reads, 0, sizeof(reads));
-    memset(writes, 0, sizeof(writes));
-    memset(&notify, 0, sizeof(notify));
-    memset(&nrev, 0, sizeof(nrev));
-    memset(&nwev, 0, sizeof(nwev));
     memset(reg, 0, sizeof(reg));
     memset(seen, 0, sizeof(seen));
 
-    header = (unsigned) take(&data, &size, 1);
-    n = 1 + (header & 7);
-    cy.connections = connections;
-    cy.read_events = reads;
-    cy.write_events = writes;
-    cy.connection_n = n;
-    cy.strong_tags = (header >> 3) & 1;
-    if (header & 0x10) {
-        notify.read = &nrev;
-        notify.write = &nwev;
-        nrev.data = nwev.data = &notify;
-        nwev.write = 1;
-        nrev.active = 1;
-        notify.fd = 3;
-        cy.notify = &notify;
-    }
+    header = (unsigned) fuzz_take(&data, &size, 1);
+    fuzz_pool(&pool, header);
+    n = (unsigned) pool.cy.connection_n;
     post = (header >> 5) & 1;
     trace = (header >> 6) & 1;
-    ngxffi_init_connections(&cy);
-    for (i = 0; i < n; i++) {
-        if (ngxffi_get_connection(&cy, (int) (100 + i)) != (intptr_t) i) {
-            abort();
-        }
-    }
 
     /* the ring, in memory: fd -1, so a full queue's enter fails (EBADF) */
     u.fd = -1;
@@ -164,34 +124,34 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     u.reg = reg;
     u.reg_n = n + 1;
     u.dirty = dirty;
-    cy.uring = &u;
-    registrations(&cy, connections, n, &data, &size);
+    pool.cy.uring = &u;
+    registrations(&pool.cy, connections, n, &data, &size);
 
     for (k = 0; size > 0 && k < CQ_N; k++) {
-        unsigned sel = (unsigned) take(&data, &size, 1);
+        unsigned sel = (unsigned) fuzz_take(&data, &size, 1);
         struct io_uring_cqe *cqe = &cqes[k];
 
-        cqe->res = (int32_t) (uint32_t) take(&data, &size, 4);
-        cqe->flags = (uint32_t) take(&data, &size, 4);
-        cqe->user_data = take(&data, &size, 8);
+        cqe->res = (int32_t) (uint32_t) fuzz_take(&data, &size, 4);
+        cqe->flags = (uint32_t) fuzz_take(&data, &size, 4);
+        cqe->user_data = fuzz_take(&data, &size, 8);
         if (sel & 0x40) {
             cqe->user_data = NGXFFI_URING_INTERNAL;
         } else if (sel & 1) {
-            cqe->user_data =
-                ngxffi_tag(&cy, &connections[(sel >> 1) % n], (sel >> 5) & 1)
-                ^ (cqe->user_data & 0xff);
+            cqe->user_data = ngxffi_tag(&pool.cy, &connections[(sel >> 1) % n],
+                                        (sel >> 5) & 1)
+                             ^ (cqe->user_data & 0xff);
         }
     }
     /* a corrupt tail too, sometimes: more than the queue holds */
     cq_tail = (unsigned) k + (header & 0x80 ? 1000u : 0u);
 
-    cy.event_list = list;
-    cy.nevents = EVENT_MAX;
-    cy.out = out;
-    cy.out_half = out_half;
-    cy.verdicts = verdicts;
-    cy.batch_n = ngxffi_uring_reap(&cy, &u, 0, &other);
-    if (cy.batch_n < 0 || cy.batch_n > EVENT_MAX) abort();
+    pool.cy.event_list = list;
+    pool.cy.nevents = EVENT_MAX;
+    pool.cy.out = out;
+    pool.cy.out_half = out_half;
+    pool.cy.verdicts = verdicts;
+    pool.cy.batch_n = ngxffi_uring_reap(&pool.cy, &u, 0, &other);
+    if (pool.cy.batch_n < 0 || pool.cy.batch_n > EVENT_MAX) abort();
     if (cq_head - 0 > CQ_N) abort();
 
     for (i = 0; i < u.reg_n; i++) {
@@ -204,11 +164,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
 
-    j = ngxffi_epoll_decide(&cy, 0, post, trace);
-    if (j < 0 || j > 2 * cy.batch_n) abort();
+    j = ngxffi_epoll_decide(&pool.cy, 0, post, trace);
+    if (j < 0 || j > 2 * pool.cy.batch_n) abort();
     for (k = 0; k < j; k++) {
         int32_t code = out[k] & ~(int32_t) NGXFFI_ACCEPT_QUEUE;
-        intptr_t slot = ngxffi_tag_slot(&cy, list[out_half[k] / 2].data.u64);
+        intptr_t slot =
+            ngxffi_tag_slot(&pool.cy, list[out_half[k] / 2].data.u64);
         if (slot == -1 || code != (int32_t) (slot * 2 + (out_half[k] & 1))) {
             abort();
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import select
 import time
+from collections.abc import Callable
 
 import pytest
 from conftest import EDGE_METHODS, needs_io_uring
@@ -21,6 +22,7 @@ from ngxffi import (
     WRITE_EVENT,
     Connection,
     Cycle,
+    Event,
     lib,
 )
 from ngxffi import os as nos
@@ -29,6 +31,23 @@ from ngxffi import os as nos
 def add_conn(cy: Cycle, c: Connection) -> None:
     assert cy.actions.add_conn is not None  # the edge methods have it
     cy.actions.add_conn(c)
+
+
+def connected(
+    cy: Cycle, n: int, fds: list[int], on_read: Callable[[Event], object]
+) -> list[int]:
+    """n socketpairs in the cycle, both events added edge-triggered; their peers."""
+    peers = []
+    for _ in range(n):
+        a, b = pair()
+        fds.append(b)
+        peers.append(b)
+        c = cy.get_connection(a)
+        assert c is not None
+        c.read.handler = on_read
+        c.write.handler = lambda ev: None
+        add_conn(cy, c)
+    return peers
 
 
 def pair() -> tuple[int, int]:
@@ -87,16 +106,7 @@ def test_one_turn_takes_every_ready_connection(use: str, fds: list[int]) -> None
     n = 200
     with Cycle(n + 8, use=use, events=512) as cy:
         hits: list[object] = []
-        peers = []
-        for _ in range(n):
-            a, b = pair()
-            fds.append(b)
-            peers.append(b)
-            c = cy.get_connection(a)
-            assert c is not None
-            c.read.handler = hits.append
-            c.write.handler = lambda ev: None
-            add_conn(cy, c)
+        peers = connected(cy, n, fds, hits.append)
         for _ in range(3):
             cy.actions.process_events(cy, 0, 0)  # the first write-ready reports
         for b in peers:
@@ -146,15 +156,7 @@ def test_closing_the_cycle_lets_every_socket_go_before_it_returns(
 ) -> None:
     n = 2000
     cy = Cycle(n + 8, use="io_uring")
-    peers = []
-    for _ in range(n):
-        a, b = pair()
-        fds.append(b)
-        peers.append(b)
-        c = cy.get_connection(a)
-        assert c is not None
-        c.read.handler = c.write.handler = lambda ev: None
-        add_conn(cy, c)
+    peers = connected(cy, n, fds, lambda ev: None)
     for _ in range(3):
         cy.actions.process_events(cy, 0, 0)
     for c in cy.connections:
