@@ -305,6 +305,20 @@ def test_the_environment_turns_io_uring_off() -> None:
     assert "(io_uring is turned off (NGXFFI_IO_URING=0))" in info.stdout
 
 
+@pytest.mark.parametrize("test", [False, True], ids=["serve", "serve -t"])
+def test_serve_stops_at_start_where_io_uring_is_off(test: bool) -> None:
+    """``use io_uring`` where it cannot run fails at start-up, under -t too, with
+    the reason, and no worker is started."""
+    out = python(
+        *("-m", "ngxffi", "serve", "--use", "io_uring", "--return", "200", "x"),
+        *("--listen", "127.0.0.1:0", *(["-t"] if test else [])),
+        env={"NGXFFI_IO_URING": "0"},
+    )
+    assert out.returncode == 1
+    assert 'ngxffi: [emerg] "use io_uring": io_uring is turned off' in out.stderr
+    assert "listening" not in out.stderr
+
+
 SERVE = """
 import os, sys
 os.execv(sys.executable, [sys.executable, "-m", "ngxffi", "serve", "--use", "io_uring",

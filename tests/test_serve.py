@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import os
 import re
 import shutil
 import signal
@@ -453,27 +452,6 @@ def test_the_poll_module_serves_too() -> None:
         assert " 3 3 6 \n" in server.status()
     finally:
         server.stop()
-
-
-@pytest.mark.parametrize("test", [False, True])
-def test_io_uring_refused_is_an_emerg_at_start(method: str, test: bool) -> None:
-    """Where io_uring cannot run (here: turned off, as a seccomp filter or
-    kernel.io_uring_disabled would), ``use io_uring`` fails at start-up, also
-    under -t, with the reason; no worker is started."""
-    if method != "io_uring":
-        pytest.skip("about io_uring")
-    out = subprocess.run(
-        [sys.executable, "-m", "ngxffi", "serve", "--use", "io_uring"]
-        + ["--listen", "127.0.0.1:0", "--return", "200", "x"]
-        + (["-t"] if test else []),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "NGXFFI_IO_URING": "0"},
-    )
-    assert out.returncode == 1
-    assert 'ngxffi: [emerg] "use io_uring": io_uring is turned off' in out.stderr
-    assert "listening" not in out.stderr
 
 
 def test_mixed_traffic_on_a_kept_alive_connection(server: Server) -> None:
